@@ -1,0 +1,301 @@
+"""The detector: images in, darknet-faithful detections out, in batches."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cfg import parse_cfg
+from .model import Darknet
+from .nms import batched_nms
+from .preprocess import Letterbox, boxes_to_image, letterbox
+from .weights import read_darknet_weights
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Detection:
+    class_id: int
+    label: str
+    confidence: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "class_id": self.class_id,
+                "confidence": round(self.confidence, 6),
+                "box": {"x1": round(self.x1, 2), "y1": round(self.y1, 2),
+                        "x2": round(self.x2, 2), "y2": round(self.y2, 2)}}
+
+
+class OutOfMemory(MemoryError):
+    """Even a batch of one image does not fit in the device's memory."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, the CPU allocator's failure, or Python's MemoryError."""
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    message = str(exc)
+    return "out of memory" in message or "can't allocate memory" in message
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """Per-call detection options (see :meth:`Detector.options` to build from names)."""
+
+    min_confidence: float = 0.25
+    iou_threshold: float = 0.45
+    classes: frozenset[int] | None = None  # None: every class
+    max_detections: int = 100
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_confidence < 1:
+            raise ValueError("min_confidence must be in [0, 1)")
+        if not 0 < self.iou_threshold <= 1:
+            raise ValueError("iou_threshold must be in (0, 1]")
+        if self.max_detections < 1:
+            raise ValueError("max_detections must be at least 1")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 convolutions run natively rather than emulated."""
+    return bool(torch.backends.mkldnn.is_available() and torch.cpu._is_avx512_bf16_supported())
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)")
+    return torch.device(device)
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor string ("GenuineIntel", "AuthenticAMD"...) from Linux's
+    /proc/cpuinfo; "" elsewhere (auto then keeps fp32 unless the CPU has AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_prefers_bf16() -> bool:
+    """Whether bf16 is the precision to use on this CPU: with AMX tiles (matrix units
+    built for bf16), or AVX512-BF16 on AMD (Zen 4 and later), where bf16 runs yolov3-tiny
+    about 1.7 x faster than fp32. Intel's AVX512-BF16 without AMX (or with AMX hidden
+    from a virtual machine) ran it 1.2-1.5 x slower than fp32, so that gets fp32
+    (README, Figures).
+
+    A rule rather than a timing taken at start-up: a measurement on a busy machine can
+    go either way, and workers on the same machine must give the same answers.
+    """
+    if not cpu_has_native_bf16():
+        return False
+    return bool(torch.cpu._is_amx_tile_supported()) or cpu_vendor() == "AuthenticAMD"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> fp16 on CUDA; on a CPU bf16 where :func:`cpu_prefers_bf16`, else fp32."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if cpu_prefers_bf16() else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (auto, {', '.join(PRECISIONS)})")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 is for CUDA devices; use fp32 or bf16 on the CPU")
+    return precision
+
+
+def read_names(path: str | Path) -> list[str]:
+    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    return [name for name in names if name]
+
+
+class Detector:
+    """A loaded network plus its class names, ready to detect.
+
+    One instance per process: loading is the expensive part. ``detect`` is safe to call
+    from several threads (calls are serialized around the forward pass).
+    """
+
+    def __init__(self, network: Darknet, names: Sequence[str], *, device: str = "auto",
+                 precision: str = "auto", max_batch: int = 8) -> None:
+        if len(names) != network.spec.classes:
+            raise ValueError(f"{len(names)} class names for a network with "
+                             f"{network.spec.classes} classes")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.dtype = _DTYPES[self.precision]
+        self.names = list(names)
+        self.max_batch = max_batch
+        self.network = network.eval().to(self.device, self.dtype)
+        self.network = self.network.to(memory_format=torch.channels_last)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_files(cls, cfg: str | Path, weights: str | Path, names: str | Path, *,
+                   input_size: int | tuple[int, int] | None = None, **kwargs) -> Detector:
+        spec = parse_cfg(cfg, input_size)
+        network = Darknet(spec)
+        _, blocks = read_darknet_weights(weights, spec)
+        network.load_weights(blocks)
+        return cls(network, read_names(names), **kwargs)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.network.spec.width, self.network.spec.height
+
+    def class_ids(self, classes: Iterable[str | int] | None) -> frozenset[int] | None:
+        """Class names or ids -> ids; unknown names or ids are a ValueError naming them."""
+        if classes is None:
+            return None
+        ids, unknown = set(), []
+        for item in classes:
+            if isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
+                value = int(item)
+                if 0 <= value < len(self.names):
+                    ids.add(value)
+                else:
+                    unknown.append(str(item))
+            elif isinstance(item, str) and item.strip() in self.names:
+                ids.add(self.names.index(item.strip()))
+            else:
+                unknown.append(str(item))
+        if unknown:
+            raise ValueError(f"unknown classes: {', '.join(unknown)}")
+        return frozenset(ids)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Letterbox]]:
+        """(H, W, 3) uint8 RGB arrays -> a letterboxed (B, 3, h, w) batch in float32."""
+        net_width, net_height = self.input_size
+        batch = torch.empty((len(images), 3, net_height, net_width), device=self.device)
+        boxes = []
+        for slot, image in zip(batch, images, strict=True):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.dtype} "
+                                 f"{image.shape}")
+            box = Letterbox.fit(image.shape[1], image.shape[0], net_width, net_height)
+            with warnings.catch_warnings():
+                # Read-only arrays are fine: the tensor is only read, then copied to planar.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                pixels = torch.from_numpy(image)
+            planar = pixels.to(self.device).permute(2, 0, 1).contiguous()
+            letterbox(planar, box, slot)  # (3, H, W) uint8 -> slot
+            boxes.append(box)
+        return batch, boxes
+
+    def forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """A letterboxed float batch -> decoded heads, each (B, A, H, W, 5 + C) float32."""
+        batch = batch.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
+        with self._lock, torch.inference_mode():
+            return self.network(batch)
+
+    def options(self, *, min_confidence: float = 0.25, iou_threshold: float = 0.45,
+                classes: Iterable[str | int] | None = None,
+                max_detections: int = 100) -> DetectOptions:
+        """Validated per-call options; class names or ids are resolved against this model."""
+        return DetectOptions(min_confidence=min_confidence, iou_threshold=iou_threshold,
+                             classes=self.class_ids(classes), max_detections=max_detections)
+
+    def detect(self, images: Sequence[np.ndarray], **options) -> list[list[Detection]]:
+        """Detect objects in each image; one list of detections per image, best first.
+
+        A detection is a (box, class) whose score = objectness x class probability is
+        above ``min_confidence``; like darknet, one box may yield several classes.
+        Keyword options: see :meth:`options`.
+        """
+        chosen = self.options(**options)
+        return self.detect_each(images, [chosen] * len(images))
+
+    def detect_each(self, images: Sequence[np.ndarray],
+                    options: Sequence[DetectOptions]) -> list[list[Detection]]:
+        """Like :meth:`detect`, with options per image (requests batched together)."""
+        if len(images) != len(options):
+            raise ValueError(f"{len(images)} images but {len(options)} option sets")
+        results: list[list[Detection]] = []
+        for start in range(0, len(images), self.max_batch):
+            results.extend(self._detect_batch(images[start:start + self.max_batch],
+                                              options[start:start + self.max_batch]))
+        return results
+
+    def _detect_batch(self, images: Sequence[np.ndarray],
+                      options: Sequence[DetectOptions]) -> list[list[Detection]]:
+        """One forward pass; if it runs out of memory, split the batch in two and retry."""
+        try:
+            batch, boxes = self.preprocess(images)
+            heads = self.forward(batch)
+            return self.postprocess(heads, boxes, options)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+        # Retried outside the except block, so that the failed attempt's tensors (held by
+        # the traceback while it is being handled) are freed first.
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(images) == 1:
+            raise OutOfMemory("one image does not fit in memory at this input size")
+        half = len(images) // 2
+        logger.warning("out of memory on a batch of %d: splitting it in two", len(images))
+        return (self._detect_batch(images[:half], options[:half])
+                + self._detect_batch(images[half:], options[half:]))
+
+    def postprocess(self, heads: list[torch.Tensor], boxes: list[Letterbox],
+                    options: Sequence[DetectOptions]) -> list[list[Detection]]:
+        """Decoded heads -> thresholded, class-aware-NMSed detections in image pixels."""
+        batch_size = len(boxes)
+        num_classes = len(self.names)
+        device = heads[0].device
+        predictions = torch.cat([h.reshape(batch_size, -1, 5 + num_classes) for h in heads],
+                                dim=1)  # (B, N, 5 + C)
+        threshold = torch.tensor([o.min_confidence for o in options], device=device)  # (B,)
+        allowed = torch.ones((batch_size, num_classes), dtype=torch.bool, device=device)
+        for index, chosen in enumerate(options):
+            if chosen.classes is not None:
+                allowed[index] = False
+                allowed[index, list(chosen.classes)] = True
+        image_index, anchor_index = torch.nonzero(predictions[..., 4] > threshold[:, None],
+                                                  as_tuple=True)
+        candidates = predictions[image_index, anchor_index]  # (K, 5 + C)
+        scores = candidates[:, 4:5] * candidates[:, 5:]  # (K, C)
+        scores = scores.masked_fill(~allowed[image_index], 0)
+        row, class_id = torch.nonzero(scores > threshold[image_index, None], as_tuple=True)
+        score = scores[row, class_id]
+        image_of = image_index[row]
+        pixels = boxes_to_image(candidates[row, :4], image_of, boxes)  # (P, 4)
+        iou = torch.tensor([o.iou_threshold for o in options], device=device)[image_of]
+        kept = batched_nms(pixels, score, image_of * num_classes + class_id, iou)
+
+        limits = torch.tensor([[b.width, b.height, b.width, b.height] for b in boxes],
+                              dtype=pixels.dtype, device=pixels.device)
+        clipped = torch.minimum(pixels[kept].clamp(min=0), limits[image_of[kept]])
+        results: list[list[Detection]] = [[] for _ in boxes]
+        for image, cls, conf, (x1, y1, x2, y2) in zip(image_of[kept].tolist(),
+                                                       class_id[kept].tolist(),
+                                                       score[kept].tolist(),
+                                                       clipped.tolist(), strict=True):
+            if len(results[image]) < options[image].max_detections:
+                results[image].append(Detection(cls, self.names[cls], conf, x1, y1, x2, y2))
+        return results

@@ -1,0 +1,65 @@
+"""The process's detector, loaded once from settings and shared by every caller."""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+
+from django.conf import settings
+
+from detection.batching import DynamicBatcher
+from detection.engine import Detector, load_detector, model_info
+from detection.engine.detector import read_names
+from detection.engine.fetch import sha256_of
+
+_lock = threading.Lock()
+_detectors: dict[tuple, Detector] = {}
+_batchers: dict[str, DynamicBatcher] = {}
+
+
+def get_detector(*, model: str | None = None, device: str | None = None,
+                 precision: str | None = None, max_batch: int | None = None) -> Detector:
+    """The detector for these options (settings fill in the rest), loaded on first use."""
+    key = (model or settings.DETECTOR_MODEL, device or settings.DETECTOR_DEVICE,
+           precision or settings.DETECTOR_PRECISION, max_batch or settings.DETECTOR_MAX_BATCH,
+           settings.DETECTOR_INPUT_SIZE or None)
+    with _lock:
+        if key not in _detectors:
+            name, device_, precision_, batch, size = key
+            _detectors[key] = load_detector(name, settings.WEIGHTS_DIR, device=device_,
+                                            precision=precision_, max_batch=batch,
+                                            input_size=size)
+        return _detectors[key]
+
+
+@cache
+def weights_sha256(model: str) -> str:
+    """sha256 of the model's weights file as found on disk (hashed once per process)."""
+    return sha256_of(model_info(model).paths(settings.WEIGHTS_DIR).weights)
+
+
+def get_batcher(model: str | None = None) -> DynamicBatcher:
+    """The process's inference thread for a model (the settings' model by default): it
+    loads the model, and every inference of a worker goes through it."""
+    name = model or settings.DETECTOR_MODEL
+    with _lock:
+        if name not in _batchers or _batchers[name].failed:  # failed: try loading again
+            _batchers[name] = DynamicBatcher(
+                lambda: get_detector(model=name), max_batch=settings.DETECTOR_MAX_BATCH,
+                max_wait=settings.DETECTOR_BATCH_WAIT_MS / 1000,
+                threads=settings.DETECTOR_THREADS, name=f"pmr-inference-{name}")
+        return _batchers[name]
+
+
+def installed_models() -> list[str]:
+    """The registered models whose files are in WEIGHTS_DIR."""
+    from detection.engine import MODELS
+
+    return [name for name, info in MODELS.items()
+            if not info.paths(settings.WEIGHTS_DIR).missing()]
+
+
+@cache
+def class_names(model: str) -> tuple[str, ...]:
+    """The model's class names, read from its names file (no network to load)."""
+    return tuple(read_names(model_info(model).paths(settings.WEIGHTS_DIR).names))

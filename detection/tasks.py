@@ -1,0 +1,38 @@
+"""Celery tasks: thin interfaces that take ids and call services."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from detection import services
+from detection.models import Job
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="detection.detect_image", bind=True, acks_late=True,
+             reject_on_worker_lost=True, autoretry_for=(DatabaseError,), max_retries=5,
+             retry_backoff=True, retry_backoff_max=30)
+def detect_image(self, job_id: str) -> None:
+    try:
+        services.image_job_run(job_id=job_id)
+    except DatabaseError:
+        raise  # retried by autoretry_for
+    except Exception as exc:
+        logger.exception("image job %s failed", job_id)
+        job = Job.objects.filter(pk=job_id).first()
+        if job is not None:
+            services.job_fail(job=job, code="internal_error",
+                              message=f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(name="detection.apply_retention")
+def apply_retention() -> dict:
+    """Run by Celery beat every RETENTION_INTERVAL_SECONDS."""
+    counts = services.retention_apply()
+    if any(counts.values()):
+        logger.info("retention: %s", counts)
+    return counts

@@ -1,0 +1,82 @@
+"""Celery worker start-up: load the model once, warm it up, report in, keep reporting."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+from celery.signals import worker_init, worker_shutdown
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+logger = logging.getLogger("pmr.worker")
+_stop = threading.Event()
+_state: dict = {}
+
+
+def _beat(hostname: str, detector, queues: str, started) -> None:
+    """Report in every WORKER_HEARTBEAT_SECONDS; requeue dead workers' jobs every
+    WATCHDOG_SECONDS (any live worker may: requeueing is atomic per job)."""
+    from detection.models import WorkerHeartbeat
+    from detection.services import requeue_stalled_images
+    from videos.services import requeue_stalled
+
+    next_watch = 0.0
+    while True:
+        try:
+            close_old_connections()
+            WorkerHeartbeat.objects.update_or_create(hostname=hostname, defaults={
+                "pid": os.getpid(), "device": str(detector.device), "queues": queues,
+                "model_name": settings.DETECTOR_MODEL, "precision": detector.precision,
+                "started_at": started, "last_seen": timezone.now()})
+            if time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + settings.WATCHDOG_SECONDS
+                for job_id in requeue_stalled() + requeue_stalled_images():
+                    logger.warning("job %s lost its worker: requeued", job_id)
+        except Exception:
+            logger.warning("heartbeat failed", exc_info=True)  # the database may be down
+        if _stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
+            return
+
+
+@worker_init.connect
+def load_model(sender=None, **kwargs) -> None:
+    from detection.inference import get_batcher, weights_sha256
+
+    if settings.WORKER_NICE:
+        os.nice(settings.WORKER_NICE)
+    # The model is loaded, warmed up and run by the batcher's inference thread only
+    # (see detection.batching): this thread runs no PyTorch kernel.
+    batcher = get_batcher()
+    detector = batcher.detector()
+    blank = np.zeros((480, 640, 3), dtype=np.uint8)
+    for _ in range(2):  # the first passes allocate buffers and pick kernels
+        count = min(2, detector.max_batch)
+        batcher.submit_many([blank] * count, [detector.options()] * count).result()
+    logger.info("model %s (sha256 %s) on %s, %s, max batch %d, input %dx%d, %d threads, "
+                "nice %d", settings.DETECTOR_MODEL, weights_sha256(settings.DETECTOR_MODEL)[:12],
+                detector.device, detector.precision, detector.max_batch, *detector.input_size,
+                batcher.num_threads, os.nice(0))
+    hostname = getattr(sender, "hostname", None) or f"worker@{os.uname().nodename}"
+    # The queues this worker consumes (-Q), not every queue the app knows of.
+    queues = ",".join(sorted(sender.app.amqp.queues.consume_from)) if sender else ""
+    _state["hostname"] = hostname
+    threading.Thread(target=_beat, args=(hostname, detector, queues, timezone.now()),
+                     name="pmr-heartbeat", daemon=True).start()
+
+
+@worker_shutdown.connect
+def report_out(**kwargs) -> None:
+    from detection.models import WorkerHeartbeat
+
+    _stop.set()
+    if "hostname" in _state:
+        try:
+            close_old_connections()
+            WorkerHeartbeat.objects.filter(hostname=_state["hostname"]).delete()
+        except Exception:
+            logger.warning("could not remove the heartbeat row", exc_info=True)

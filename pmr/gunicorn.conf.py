@@ -1,0 +1,33 @@
+"""gunicorn settings for `make run` and the web container (environment-driven)."""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# A detect request waits for its worker: threads let a web process hold many of them.
+threads = int(os.environ.get("WEB_THREADS", "16"))
+timeout = int(float(os.environ.get("DETECT_WAIT_SECONDS", "30"))) + 30
+graceful_timeout = 30
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None  # empty: no access log
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+# Prometheus multiprocess mode: each web process writes its samples here; /metrics sums them.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    os.path.join(os.environ.get("PMR_VAR_DIR", os.path.join(os.getcwd(), "var")), "prometheus"))
+
+
+def on_starting(server):
+    import shutil
+
+    shutil.rmtree(_metrics_dir, ignore_errors=True)  # samples of an earlier run
+    os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

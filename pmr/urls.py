@@ -1,0 +1,38 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from compat import deepstack, rekognition
+from detection import views as detection_views
+from pmr import health
+from pmr.errors import json_error_view
+from pmr.metrics import metrics_view
+from videos import views as video_views
+
+urlpatterns = [
+    path(settings.REKOGNITION_PATH, rekognition.endpoint, name="rekognition"),
+    path("v1/vision/detection", deepstack.detection, name="deepstack-detection"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
+    path("api/detect/image", detection_views.DetectImageView.as_view(), name="detect-image"),
+    path("api/jobs", detection_views.JobListView.as_view(), name="job-list"),
+    path("api/detect/video", video_views.DetectVideoView.as_view(), name="detect-video"),
+    path("api/jobs/<uuid:job_id>", detection_views.JobDetailView.as_view(), name="job-detail"),
+    path("api/jobs/<uuid:job_id>/detections", video_views.JobDetectionsView.as_view(),
+         name="job-detections"),
+    path("api/jobs/<uuid:job_id>/segments", video_views.JobSegmentsView.as_view(),
+         name="job-segments"),
+    path("api/jobs/<uuid:job_id>/annotated", video_views.JobAnnotatedView.as_view(),
+         name="job-annotated"),
+    path("api/jobs/<uuid:job_id>/cancel", video_views.JobCancelView.as_view(), name="job-cancel"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = json_error_view(400, "bad_request", "the request could not be understood")
+handler403 = json_error_view(403, "permission_denied", "you may not do this")
+handler404 = json_error_view(404, "not_found", "there is nothing at this address")
+handler500 = json_error_view(500, "internal_error", "the server hit an unexpected error")

@@ -1,0 +1,134 @@
+"""Shared fixtures: paths to ../shared test data and the fetched weights, loaded detectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from detection.engine import Detector, model_info
+
+SHARED = Path(settings.BASE_DIR).parent / "shared" / "testdata"
+DARKNET = SHARED / "darknet"
+COCO128 = SHARED / "coco128_val2017"
+VIDEOS = SHARED / "videos"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared test data lives in ../shared/testdata "
+                    "beside the project checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def darknet_dir() -> Path:
+    return _require(DARKNET)
+
+
+@pytest.fixture(scope="session")
+def coco128_dir() -> Path:
+    return _require(COCO128)
+
+
+@pytest.fixture(scope="session")
+def videos_dir() -> Path:
+    return _require(VIDEOS)
+
+
+@pytest.fixture(scope="session")
+def reference_detections(darknet_dir) -> dict:
+    return json.loads((darknet_dir / "reference_yolov3-tiny.json").read_text())["images"]
+
+
+@pytest.fixture(scope="session")
+def tiny_paths():
+    paths = model_info("yolov3-tiny").paths(settings.WEIGHTS_DIR)
+    if paths.missing():
+        pytest.skip("yolov3-tiny weights are not fetched: run 'python manage.py fetch_weights' "
+                    "(make test does)")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tiny_paths) -> Detector:
+    return Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
+                               device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_bf16(tiny_paths) -> Detector:
+    from detection.engine.detector import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
+    return Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
+                               device="cpu", precision="bf16")
+
+
+# --- Django / API fixtures --------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _isolated_media(settings, tmp_path_factory):
+    """Each test gets its own MEDIA_ROOT, so that "nothing left on disk" can be checked."""
+    settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(settings):
+    """Rate counters start from zero in every test (an in-memory cache per test)."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture
+def eager_celery():
+    """Unit tests run tasks inline (integration tests start real workers)."""
+    from pmr.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield app
+    app.conf.task_always_eager = False
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def user(db):
+    from tests.factories import UserFactory
+
+    return UserFactory()
+
+
+@pytest.fixture
+def api(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_database_pools(django_db_setup, django_db_blocker):
+    """Close PostgreSQL connection pools (and any connection a server thread kept) before
+    pytest-django drops the test database."""
+    yield
+    from django.db import connection, connections
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        for each in connections.all():
+            each.close()
+            if getattr(each, "pool", None) is not None:
+                each.close_pool()

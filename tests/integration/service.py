@@ -1,0 +1,207 @@
+"""Running PMR for real: gunicorn and Celery workers as subprocesses, over HTTP.
+
+Against the Redis and PostgreSQL named by REDIS_URL / DATABASE_URL when they are set
+(CI sets both), else against the embedded defaults (filesystem broker, SQLite). Each
+run gets its own database, queues and media folder, so runs never see each other.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import requests
+from django.conf import settings
+
+ROOT = Path(settings.BASE_DIR)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@dataclass
+class Service:
+    workdir: Path
+    env: dict
+    backends: dict
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    base_url: str = ""
+    token: str = ""
+    _pg_admin_url: str | None = None
+    _pg_database: str | None = None
+
+    @classmethod
+    def create(cls, workdir: Path, **overrides: str) -> Service:
+        run_id = uuid.uuid4().hex[:10]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "pmr.settings",
+               "PMR_VAR_DIR": str(workdir / "var"), "MEDIA_ROOT": str(workdir / "media"),
+               "SECRET_KEY": f"integration-{run_id}", "PMR_QUEUE_PREFIX": f"it{run_id}-",
+               "WORKER_HEARTBEAT_SECONDS": "1", "WORKER_STALE_SECONDS": "4",
+               "VIDEO_LEASE_SECONDS": "4", "WATCHDOG_SECONDS": "1",
+               "WEBHOOK_BACKOFF_SECONDS": "0.2",
+               "WEB_CONCURRENCY": "2", "WEB_THREADS": "16", "GUNICORN_ACCESS_LOG": ""}
+        service = cls(workdir=workdir, env=env, backends={})
+        database_url = os.environ.get("DATABASE_URL", "")
+        if database_url.startswith(("postgres://", "postgresql://")):
+            service._pg_admin_url = _with_database(database_url, "postgres")
+            service._pg_database = f"pmr_it_{run_id}"
+            with psycopg.connect(service._pg_admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{service._pg_database}"')
+            env["DATABASE_URL"] = _with_database(database_url, service._pg_database)
+            service.backends["database"] = "postgresql"
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
+            service.backends["database"] = "sqlite"
+        redis_url = os.environ.get("REDIS_URL", "")
+        env["CELERY_BROKER_URL"] = redis_url or "filesystem://"
+        env.pop("NOTIFY_REDIS_URL", None)
+        service.backends["broker"] = "redis" if redis_url else "filesystem"
+        env.update(overrides)
+        service.manage("migrate", "--noinput", "-v", "0")
+        service.token = service.manage("create_api_token", "integration").stdout.strip()
+        return service
+
+    @classmethod
+    @contextmanager
+    def running(cls, workdir: Path, **overrides: str) -> Iterator[Service]:
+        """gunicorn + one Celery worker, ready; everything stopped and dropped after."""
+        service = cls.create(workdir, **overrides)
+        try:
+            service.start_worker()
+            service.start_web()
+            service.wait_ready()
+            yield service
+        finally:
+            service.close()
+
+    def manage(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT,
+                                env={**self.env, **(env or {})}, capture_output=True, text=True,
+                                timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def _spawn(self, name: str, command: list[str], env: dict | None = None) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env={**self.env, **(env or {})},
+                                                stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+
+    def start_worker(self, name: str = "worker1", concurrency: int = 8,
+                     env: dict | None = None, queues: str = "images,videos") -> None:
+        prefix = self.env["PMR_QUEUE_PREFIX"]
+        names = ",".join(f"{prefix}{queue}" for queue in queues.split(","))
+        self._spawn(name, [sys.executable, "-m", "celery", "--app", "pmr", "worker",
+                           "--loglevel", "INFO", "--queues", names,
+                           "--hostname", f"{name}-{prefix}@%h", "--concurrency",
+                           str(concurrency)], env)
+
+    def start_beat(self, env: dict | None = None) -> None:
+        self._spawn("beat", [sys.executable, "-m", "celery", "--app", "pmr", "beat",
+                             "--loglevel", "INFO", "--schedule",
+                             str(self.workdir / "beat-schedule")], env)
+
+    def start_web(self, name: str = "web", env: dict | None = None) -> str:
+        port = free_port()
+        self._spawn(name, [sys.executable, "-m", "gunicorn", "pmr.wsgi:application",
+                           "--config", "pmr/gunicorn.conf.py"], {"PORT": str(port), **(env or {})})
+        url = f"http://127.0.0.1:{port}"
+        self._wait(lambda: requests.get(f"{url}/healthz", timeout=2).status_code == 200, name)
+        if name == "web":
+            self.base_url = url
+        return url
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        self._wait(lambda: requests.get(f"{self.base_url}/readyz", timeout=5).status_code == 200,
+                   "readiness", timeout)
+
+    def _wait(self, probe, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if probe():
+                    return
+            except requests.RequestException:
+                pass
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited ({process.returncode}):\n{self.log(name)}")
+            time.sleep(0.25)
+        raise TimeoutError(f"{what} not reached in {timeout}s:\n" +
+                           "\n".join(f"--- {n}\n{self.log(n)}" for n in self.processes))
+
+    def log(self, name: str, tail: int = 4000) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+    def close(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+        if self._pg_database:
+            with psycopg.connect(self._pg_admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self._pg_database}" WITH (FORCE)')
+
+    # --- HTTP helpers ---------------------------------------------------------------------
+    def headers(self, token: str | None = None) -> dict:
+        return {"Authorization": f"Token {token or self.token}"}
+
+    def get(self, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        return requests.get(self._url(path), headers=self.headers(token), timeout=60, **kwargs)
+
+    def post_image(self, path: Path | bytes, name: str = "image.jpg", url: str | None = None,
+                   **fields) -> requests.Response:
+        data = path.read_bytes() if isinstance(path, Path) else path
+        return requests.post(f"{url or self.base_url}/api/detect/image",
+                             headers=self.headers(), files={"image": (name, data)},
+                             data=fields, timeout=120)
+
+    def post_video(self, path: Path | bytes, name: str = "video.mp4",
+                   headers: dict | None = None, **fields) -> requests.Response:
+        data = path.read_bytes() if isinstance(path, Path) else path
+        return requests.post(f"{self.base_url}/api/detect/video",
+                             headers={**self.headers(), **(headers or {})},
+                             files={"video": (name, data)}, data=fields, timeout=300)
+
+    def wait_job(self, url: str, timeout: float = 300, until=None) -> dict:
+        """Poll a job until it is finished (or ``until(job)`` holds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(url).json()
+            if (until(job) if until else job["status"] in ("succeeded", "failed", "cancelled")):
+                return job
+            time.sleep(0.1)
+        raise TimeoutError(f"job {url} still {job['status']} after {timeout}s:\n"
+                           + "\n".join(f"--- {n}\n{self.log(n)}" for n in self.processes))
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith("http") else f"{self.base_url}{path}"

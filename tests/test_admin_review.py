@@ -1,0 +1,273 @@
+"""The review dashboard: review changes, exports, re-runs, and pages that stay fast."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+from django.urls import reverse
+from pycocotools.coco import COCO
+
+from detection.models import AddedBox, Detection, Job, ReviewEvent
+from tests.factories import JobFactory, UserFactory, image_job_with_detections
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def reviewer(db):
+    user = UserFactory(username="reviewer", is_staff=True, is_superuser=True)
+    user.set_password("review-pass-123")
+    user.save()
+    return user
+
+
+@pytest.fixture
+def admin_client(client, reviewer):
+    client.force_login(reviewer)
+    return client
+
+
+@pytest.fixture
+def dog_job(darknet_dir, tiny_paths):
+    """An image job on dog.jpg with the detector's own detections (fp32)."""
+    return image_job_with_detections(darknet_dir / "dog.jpg", tiny_paths, "test")
+
+
+def post_review(client, job, **data):
+    return client.post(reverse("admin:detection_job_review", args=[job.pk]), data)
+
+
+def originals(job):
+    return list(Detection.objects.filter(job=job).order_by("id").values_list(
+        "class_id", "label", "confidence", "x1", "y1", "x2", "y2"))
+
+
+def test_review_changes_sit_beside_the_model_output_with_who_and_when(admin_client, dog_job,
+                                                                      reviewer):
+    before = originals(dog_job)
+    first, second, third = Detection.objects.filter(job=dog_job).order_by("-confidence")[:3]
+    response = post_review(admin_client, dog_job, action="confirm", detection=first.pk)
+    assert response.status_code == 302
+    post_review(admin_client, dog_job, action="reject", detection=second.pk)
+    post_review(admin_client, dog_job, action="relabel", detection=third.pk, label="bus")
+    assert originals(dog_job) == before  # the model's detections are untouched
+    first.refresh_from_db()
+    third.refresh_from_db()
+    assert first.review_status == "confirmed" and first.reviewed_by == reviewer
+    assert first.reviewed_at is not None
+    assert (third.review_status, third.review_label, third.review_class_id) == (
+        "relabelled", "bus", 5)
+    events = list(ReviewEvent.objects.filter(job=dog_job).order_by("id"))
+    assert [e.action for e in events] == ["confirm", "reject", "relabel"]
+    assert all(e.user == reviewer and e.created_at for e in events)
+    assert events[2].details["after"]["label"] == "bus"
+
+
+def test_a_missed_box_can_be_added_and_removed(admin_client, dog_job, reviewer):
+    post_review(admin_client, dog_job, action="add_box", label="potted plant", x1="700",
+                y1="400", x2="650", y2="300")  # an unknown label is refused
+    assert not AddedBox.objects.exists()
+    post_review(admin_client, dog_job, action="add_box", label="pottedplant", x1="700",
+                y1="400", x2="650", y2="300")
+    box = AddedBox.objects.get()
+    assert (box.x1, box.y1, box.x2, box.y2) == (650, 300, 700, 400)  # normalised
+    assert box.created_by == reviewer
+    post_review(admin_client, dog_job, action="remove_box", box=box.pk)
+    box.refresh_from_db()
+    assert box.removed_at is not None  # kept, as history
+    assert [e.action for e in ReviewEvent.objects.order_by("id")] == ["add_box", "remove_box"]
+
+
+def unzip(response) -> zipfile.ZipFile:
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
+    return zipfile.ZipFile(io.BytesIO(response.content))
+
+
+def review_some(client, job):
+    ranked = list(Detection.objects.filter(job=job).order_by("-confidence"))
+    post_review(client, job, action="confirm", detection=ranked[0].pk)
+    post_review(client, job, action="confirm", detection=ranked[1].pk)
+    post_review(client, job, action="reject", detection=ranked[2].pk)
+    post_review(client, job, action="relabel", detection=ranked[3].pk, label="cat")
+    post_review(client, job, action="add_box", label="pottedplant", x1="10", y1="20", x2="60",
+                y2="90")
+    return ranked  # ranked[4:] stay unreviewed
+
+
+def test_the_coco_export_holds_exactly_the_reviewed_boxes(admin_client, dog_job, tmp_path):
+    ranked = review_some(admin_client, dog_job)
+    archive = unzip(admin_client.get(reverse("admin:detection_job_export",
+                                             args=[dog_job.pk, "coco"])))
+    assert f"images/{dog_job.pk}.jpg" in archive.namelist()
+    (tmp_path / "annotations.json").write_bytes(archive.read("annotations.json"))
+    coco = COCO(str(tmp_path / "annotations.json"))
+    names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    exported = sorted((names[a["category_id"]], *[round(v) for v in a["bbox"]])
+                      for a in coco.loadAnns(coco.getAnnIds()))
+
+    def bbox(d):
+        return [round(d.x1), round(d.y1), round(d.x2 - d.x1), round(d.y2 - d.y1)]
+
+    expected = sorted([(ranked[0].label, *bbox(ranked[0])), (ranked[1].label, *bbox(ranked[1])),
+                       ("cat", *bbox(ranked[3])), ("pottedplant", 10, 20, 50, 70)])
+    assert exported == expected
+    image = coco.loadImgs(coco.getImgIds())[0]
+    assert (image["width"], image["height"]) == (768, 576)
+
+
+def test_the_yolo_export_has_normalised_labels(admin_client, dog_job):
+    review_some(admin_client, dog_job)
+    archive = unzip(admin_client.get(reverse("admin:detection_job_export",
+                                             args=[dog_job.pk, "yolo"])))
+    lines = archive.read(f"labels/{dog_job.pk}.txt").decode().splitlines()
+    assert len(lines) == 4
+    classes = archive.read("classes.txt").decode().splitlines()
+    assert classes[58] == "pottedplant"
+    added = [line.split() for line in lines if line.startswith("58 ")]
+    assert added == [["58", f"{35 / 768:.6f}", f"{55 / 576:.6f}", f"{50 / 768:.6f}",
+                      f"{70 / 576:.6f}"]]
+
+
+def test_selected_jobs_export_and_mark_reviewed_from_the_list(admin_client, dog_job, reviewer):
+    review_some(admin_client, dog_job)
+    url = reverse("admin:detection_job_changelist")
+    response = admin_client.post(url, {"action": "export_coco",
+                                       "_selected_action": [dog_job.pk]})
+    annotations = json.loads(unzip(response).read("annotations.json"))
+    assert len(annotations["annotations"]) == 4
+    admin_client.post(url, {"action": "mark_reviewed", "_selected_action": [dog_job.pk]})
+    dog_job.refresh_from_db()
+    assert dog_job.reviewed_by == reviewer
+    waiting = admin_client.get(url, {"review": "waiting"})
+    assert str(dog_job.pk)[:8] not in waiting.content.decode()
+
+
+def test_a_rerun_is_a_new_job_linked_to_the_old_one(admin_client, eager_celery, dog_job):
+    response = post_review(admin_client, dog_job, action="rerun", model="yolov3-tiny",
+                           min_confidence="0.5")
+    assert response.status_code == 302
+    rerun = Job.objects.get(parent=dog_job)
+    assert rerun.status == "succeeded" and rerun.params["min_confidence"] == 0.5
+    assert rerun.input_file.name != dog_job.input_file.name  # its own copy
+    assert all(d.confidence > 0.5 for d in rerun.detections.all())
+    assert ReviewEvent.objects.filter(job=dog_job, action="rerun").exists()
+
+
+def test_the_job_page_draws_the_boxes_over_the_image(admin_client, dog_job):
+    page = admin_client.get(reverse("admin:detection_job_change", args=[dog_job.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.count('class="pmr-box"') == Detection.objects.filter(job=dog_job).count()
+    assert reverse("admin:detection_job_input", args=[dog_job.pk]) in html
+    image = admin_client.get(reverse("admin:detection_job_input", args=[dog_job.pk]))
+    assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
+    thumbnail = admin_client.get(reverse("admin:detection_job_thumbnail", args=[dog_job.pk]))
+    assert thumbnail.status_code == 200 and thumbnail["Content-Type"] == "image/jpeg"
+
+
+def test_media_is_for_staff_only(client, dog_job):
+    response = client.get(reverse("admin:detection_job_input", args=[dog_job.pk]))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.fixture
+def busy_database(reviewer):
+    """100,000 detection records: one long video job and 60 image jobs."""
+    owner = UserFactory()
+    video = JobFactory(kind="video", owner=owner, fps=25.0, frame_count=10_000,
+                       duration_ms=400_000, frames_total=10_000, frames_done=10_000,
+                       width=640, height=480)
+    labels = [(0, "person"), (2, "car"), (16, "dog"), (7, "truck")]
+    rows = [Detection(job=video, frame_index=i // 10, timestamp_ms=(i // 10) * 40,
+                      class_id=labels[i % 4][0], label=labels[i % 4][1],
+                      confidence=0.3 + (i % 70) / 100, x1=1, y1=2, x2=30, y2=40)
+            for i in range(94_000)]
+    images = JobFactory.create_batch(60, owner=owner)
+    for job in images:
+        rows += [Detection(job=job, class_id=c, label=n, confidence=0.5, x1=1, y1=1, x2=9, y2=9)
+                 for c, n in labels * 25]
+    Detection.objects.bulk_create(rows, batch_size=10_000)
+    assert Detection.objects.count() == 100_000
+    return video, images
+
+
+def count_queries(client, url, django_assert_max_num_queries, limit):
+    with django_assert_max_num_queries(limit) as captured:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(captured.captured_queries)
+
+
+@pytest.mark.slow
+def test_pages_cost_a_fixed_number_of_queries_with_100k_detections(
+        admin_client, busy_database, django_assert_max_num_queries):
+    video, images = busy_database
+    changelist = reverse("admin:detection_job_changelist")
+    few = count_queries(admin_client, f"{changelist}?o=-7&kind__exact=video",
+                        django_assert_max_num_queries, 20)
+    many = count_queries(admin_client, changelist, django_assert_max_num_queries, 20)
+    assert many == few  # 61 jobs on the page cost what 1 does: no query per row
+    video_page = reverse("admin:detection_job_change", args=[video.pk])
+    count_queries(admin_client, video_page, django_assert_max_num_queries, 20)
+    count_queries(admin_client, f"{video_page}?frame=5000", django_assert_max_num_queries, 20)
+    count_queries(admin_client, reverse("admin:detection_job_change", args=[images[0].pk]),
+                  django_assert_max_num_queries, 20)
+    count_queries(admin_client, reverse("admin:detection_job_overview"),
+                  django_assert_max_num_queries, 20)
+
+
+def test_the_video_page_has_a_timeline_and_shows_the_chosen_frame(admin_client, busy_database):
+    video, _ = busy_database
+    page = admin_client.get(reverse("admin:detection_job_change", args=[video.pk]),
+                            {"frame": 1234}).content.decode()
+    assert 'id="pmr-timeline"' in page and page.count("<polyline") == 4
+    assert reverse("admin:detection_job_frame", args=[video.pk, 1234]) in page
+    assert page.count('class="pmr-box"') == 10  # that frame's boxes only
+
+
+def test_the_overview_sums_up_the_service(admin_client, dog_job):
+    page = admin_client.get(reverse("admin:detection_job_overview")).content.decode()
+    assert 'id="pmr-days"' in page and "No worker online." in page
+    assert "1 succeeded job(s) not yet reviewed" in page
+
+
+def test_the_overview_counts_messages_waiting_in_the_broker(admin_client, settings, tmp_path):
+    from kombu import Connection
+
+    settings.CELERY_BROKER_URL = "filesystem://"
+    settings.BROKER_DIR = tmp_path
+    settings.IMAGE_QUEUE, settings.VIDEO_QUEUE = "ov-images", "ov-videos"
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path),
+               "control_folder": str(tmp_path / "control")}
+    with Connection("filesystem://", transport="pmr.broker:FilesystemTransport",
+                    transport_options=options) as connection:
+        queue = connection.SimpleQueue("ov-images")
+        for n in range(3):
+            queue.put({"n": n})
+        queue.close()
+    page = admin_client.get(reverse("admin:detection_job_overview")).content.decode()
+    assert "Messages waiting in the broker: ov-images 3, ov-videos 0." in page
+
+
+def test_a_video_without_an_annotated_video_can_ask_for_one(admin_client, eager_celery,
+                                                            tiny_paths, videos_dir):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(UserFactory())
+    clip = (videos_dir / "intel_people-detection_from_gif.mp4").read_bytes()
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    job_id = api.post("/api/detect/video", {"video": SimpleUploadedFile("c.mp4", clip)},
+                      format="multipart").json()["id"]
+    page = admin_client.get(reverse("admin:detection_job_change", args=[job_id]))
+    assert b'value="annotate"' in page.content and b"<video" not in page.content
+    post_review(admin_client, Job.objects.get(pk=job_id), action="annotate", frame_index="0")
+    page = admin_client.get(reverse("admin:detection_job_change", args=[job_id]))
+    assert b"<video" in page.content  # rendered (inline here), and now played in the page
+    video = admin_client.get(reverse("admin:detection_job_annotated", args=[job_id]))
+    assert video.status_code == 200 and video["Content-Type"] == "video/mp4"

