@@ -1,12 +1,15 @@
 """Image latency while a long video is processed, and video throughput with 1 and 2 workers.
 
 Starts PMR for real on Redis (REDIS_URL, default redis://127.0.0.1:6379/0) and
-DATABASE_URL (else SQLite): gunicorn, an image worker (queue "images") and video
-workers (queue "videos", one part at a time each, at WORKER_NICE=10 so that on a shared
-host they yield the CPU to image work).
+DATABASE_URL (else SQLite): gunicorn and Celery workers (video-only workers take one
+part at a time each, at WORKER_NICE=10 so that on a shared host they yield the CPU to
+image work).
 
 1. Image latency: one client posting a 640x480 JPEG, idle, then while a long video
-   (the shared clips, looped to --video-seconds) is being processed. p50/p95 of each.
+   (the shared clips, looped to --video-seconds) is being processed. p50/p95 of each,
+   in two layouts: "shared", one worker that takes both queues (the Procfile's and the
+   compose file's: one worker per device, whose inference thread runs image requests
+   before video frames), and "separate", an image worker beside a video worker.
 2. Video throughput (frames/s, submit to finish, the video cut into 2 parts) with
    1 video worker, then 2 video workers of 1 thread each, then 2 workers of 2 threads.
 
@@ -96,6 +99,27 @@ def video_fps(service: Service, path: Path) -> dict:
             "parts": [(p["worker"].split("-it")[0], p["frames_done"]) for p in job["parts"]]}
 
 
+def image_latency(service: Service, data: bytes, video: Path, count: int) -> dict:
+    """Image latency idle, then while ``video`` is processed; the video's frames/s."""
+    latencies(service, data, 10)  # warm-up
+    print("image latency, idle...", file=sys.stderr)
+    idle = latencies(service, data, count)
+    start = time.perf_counter()
+    url = submit_video(service, video)
+    service.wait_job(url, until=lambda j: j["progress"]["frames_done"] > 0, timeout=600)
+    print("image latency, while a video is processed...", file=sys.stderr)
+    busy = latencies(service, data, count)
+    progress = service.get(url).json()["progress"]
+    job = service.wait_job(url, timeout=3600)
+    result = {"image_latency_idle": summary(idle), "image_latency_during_video": summary(busy),
+              "video_still_running_when_measured": progress["percent"] < 100,
+              "video_frames_per_second": (job["progress"]["frames_done"]
+                                          / (time.perf_counter() - start))}
+    result["p95_ratio"] = (result["image_latency_during_video"]["p95_ms"]
+                           / result["image_latency_idle"]["p95_ms"])
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100)
@@ -116,25 +140,18 @@ def main() -> None:
                     f"{args.video_seconds} s", "cpu_cores": os.cpu_count()}
     nice = {"WORKER_NICE": "10"}
     try:
-        service.start_worker("images", concurrency=16, queues="images")
-        service.start_worker("video-1", concurrency=1, queues="videos", env=nice)
         service.start_web()
-        service.wait_ready()
-        latencies(service, data, 10)  # warm-up
-        print("image latency, idle...", file=sys.stderr)
-        idle = latencies(service, data, args.requests)
-        url = submit_video(service, video)
-        service.wait_job(url, until=lambda j: j["progress"]["frames_done"] > 0, timeout=600)
-        print("image latency, while a video is processed...", file=sys.stderr)
-        busy = latencies(service, data, args.requests)
-        busy_progress = service.get(url).json()["progress"]
-        service.wait_job(url, timeout=3600)
-        report["image_latency_idle"] = summary(idle)
-        report["image_latency_during_video"] = summary(busy)
-        report["video_still_running_when_measured"] = busy_progress["percent"] < 100
-        report["p95_ratio"] = (report["image_latency_during_video"]["p95_ms"]
-                               / report["image_latency_idle"]["p95_ms"])
-
+        for layout in ("shared", "separate"):
+            if layout == "shared":
+                service.start_worker("worker", concurrency=16, queues="images,videos")
+            else:
+                service.start_worker("images", concurrency=16, queues="images")
+                service.start_worker("video-1", concurrency=1, queues="videos", env=nice)
+            service.wait_ready()
+            time.sleep(3)  # every worker has reported in
+            report[layout] = image_latency(service, data, video, args.requests)
+            if layout == "shared":
+                service.stop("worker")
         print("video throughput, 1 worker...", file=sys.stderr)
         report["video_1_worker"] = video_fps(service, short)
         service.stop("video-1")
@@ -152,11 +169,12 @@ def main() -> None:
         service.close()
 
     one = report["video_1_worker"]["frames_per_second"]
-    print(f"image p50/p95 idle:          {report['image_latency_idle']['p50_ms']:6.1f} / "
-          f"{report['image_latency_idle']['p95_ms']:6.1f} ms")
-    print(f"image p50/p95 during video:  {report['image_latency_during_video']['p50_ms']:6.1f} / "
-          f"{report['image_latency_during_video']['p95_ms']:6.1f} ms   "
-          f"(p95 ratio {report['p95_ratio']:.2f}, target <= 2)")
+    for layout in ("shared", "separate"):
+        idle, busy = (report[layout][f"image_latency_{when}"] for when in ("idle", "during_video"))
+        print(f"{layout:<8} image p50/p95 idle {idle['p50_ms']:6.1f} / {idle['p95_ms']:6.1f} ms, "
+              f"during video {busy['p50_ms']:6.1f} / {busy['p95_ms']:6.1f} ms   "
+              f"(p95 ratio {report[layout]['p95_ratio']:.2f}, target <= 2; video "
+              f"{report[layout]['video_frames_per_second']:.1f} frames/s)")
     for key in ("video_1_worker", "video_2_workers_1_thread", "video_2_workers_2_thread"):
         fps = report[key]["frames_per_second"]
         print(f"{key:<28} {fps:6.1f} frames/s  ({fps / one:.2f} x one worker)")

@@ -8,6 +8,13 @@ runs, so there is no waiting at all. (celery-batches flushes on a timer instead,
 makes every lone request wait out the whole interval.) A video task hands over a whole
 batch of frames as one request.
 
+Image requests come first. A video's frames are submitted as "bulk" work: they never
+share a forward pass with image requests, and a bulk request runs in slices of
+``bulk_slice`` frames, with whatever image requests arrived in the meantime run between
+two slices. So while a video is processed, an image waits for at most one slice of
+video frames, not for a whole batch or for the video. Slices are cut the same way
+whatever else is queued, so a video's results do not depend on the image traffic.
+
 The thread also loads the model and warms it up, so that it is the only thread of the
 process that runs PyTorch's CPU kernels. That matters for speed: OpenMP keeps a team of
 threads for every thread that ever ran a parallel kernel, and as soon as a process holds
@@ -19,12 +26,12 @@ main thread, having loaded the model) made every inference about a third slower.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -47,19 +54,24 @@ class _Request:
     images: list[np.ndarray]
     options: list[DetectOptions]
     future: Future  # -> list[BatchResult], one per image
+    done: list[BatchResult] = field(default_factory=list)  # bulk: the slices run so far
 
 
 class DynamicBatcher:
     def __init__(self, load: Callable[[], Detector], *, max_batch: int, max_wait: float,
-                 threads: int = 0, name: str = "pmr-inference") -> None:
+                 threads: int = 0, bulk_slice: int | Callable[[Detector], int] = 0,
+                 name: str = "pmr-inference") -> None:
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.bulk_slice = 0  # frames per forward pass of bulk work (0: the whole request)
+        self._bulk_slice = bulk_slice
         self._load = load
         self._threads = threads
         self._loaded: Future = Future()
         self.num_threads = 0  # CPU threads the inference thread runs kernels on
-        self._queue: queue.Queue[_Request] = queue.Queue()
-        self._held: _Request | None = None
+        self._ready = threading.Condition()
+        self._urgent: deque[_Request] = deque()
+        self._bulk: deque[_Request] = deque()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -82,11 +94,19 @@ class DynamicBatcher:
         whole.add_done_callback(done)
         return single
 
-    def submit_many(self, images: list[np.ndarray], options: list[DetectOptions]) -> Future:
-        """Several images (a video's frames), run together; the future's result is a
-        list of BatchResult in the same order."""
+    def submit_many(self, images: list[np.ndarray], options: list[DetectOptions], *,
+                    bulk: bool = False) -> Future:
+        """Several images, run together; the future's result is a list of BatchResult in
+        the same order. ``bulk`` (a video's frames): run after the image requests
+        waiting, in slices (see the module's doc)."""
         future: Future = Future()
-        self._queue.put(_Request(list(images), list(options), future))
+        if not images:
+            future.set_result([])
+            return future
+        with self._ready:
+            (self._bulk if bulk else self._urgent).append(
+                _Request(list(images), list(options), future))
+            self._ready.notify()
         if self.failed:
             self._fail_waiting()
         return future
@@ -97,11 +117,11 @@ class DynamicBatcher:
         return self._loaded.done() and self._loaded.exception() is not None
 
     def _fail_waiting(self) -> None:
-        while True:
-            try:
-                request = self._queue.get_nowait()
-            except queue.Empty:
-                return
+        with self._ready:
+            waiting = [*self._urgent, *self._bulk]
+            self._urgent.clear()
+            self._bulk.clear()
+        for request in waiting:
             request.future.set_exception(self._loaded.exception())
 
     def _run(self) -> None:
@@ -109,6 +129,8 @@ class DynamicBatcher:
             torch.set_num_threads(self._threads)
         try:
             detector = self._load()
+            self.bulk_slice = (self._bulk_slice(detector) if callable(self._bulk_slice)
+                               else self._bulk_slice)
         except BaseException as exc:
             self._loaded.set_exception(exc)
             self._fail_waiting()  # and submit_many fails those that come later
@@ -116,30 +138,54 @@ class DynamicBatcher:
         self.num_threads = torch.get_num_threads()
         self._loaded.set_result(detector)
         while True:
-            self._run_batch(detector, self._collect())
+            urgent, bulk = self._collect()
+            if urgent:
+                self._run_batch(detector, urgent)
+            else:
+                self._run_slice(detector, bulk)
 
-    def _collect(self) -> list[_Request]:
-        first = self._held or self._queue.get()
-        self._held = None
-        batch, count = [first], len(first.images)
-        deadline = time.monotonic() + self.max_wait
-        while count < self.max_batch:
-            try:
-                request = self._queue.get_nowait()
-            except queue.Empty:
+    def _collect(self) -> tuple[list[_Request], _Request | None]:
+        """The next work: image requests (as many as fit a batch), else one bulk request."""
+        with self._ready:
+            while not self._urgent and not self._bulk:
+                self._ready.wait()
+            if not self._urgent:
+                return [], self._bulk[0]
+            batch, count = [], 0
+            deadline = time.monotonic() + self.max_wait
+            while True:
+                while self._urgent and (not batch or count + len(self._urgent[0].images)
+                                        <= self.max_batch):
+                    request = self._urgent.popleft()  # one that would overflow starts the next
+                    batch.append(request)
+                    count += len(request.images)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    request = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if count + len(request.images) > self.max_batch:
-                self._held = request  # it starts the next batch
-                break
-            batch.append(request)
-            count += len(request.images)
-        return batch
+                if count >= self.max_batch or self._urgent or remaining <= 0:
+                    return batch, None
+                self._ready.wait(remaining)
+
+    def _run_slice(self, detector: Detector, request: _Request) -> None:
+        """The next slice of the bulk request at the head of the line."""
+        start = len(request.done)
+        size = self.bulk_slice or len(request.images)
+        images, options = request.images[start:start + size], request.options[start:start + size]
+        began = time.perf_counter()
+        try:
+            found = detector.detect_each(images, options)
+        except Exception as exc:
+            logger.exception("inference on %d video frame(s) failed", len(images))
+            found = exc
+        elapsed_ms = 1000 * (time.perf_counter() - began)
+        if not isinstance(found, Exception):
+            request.done.extend(BatchResult(detections, elapsed_ms, len(images))
+                                for detections in found)
+        if isinstance(found, Exception) or len(request.done) == len(request.images):
+            with self._ready:
+                self._bulk.popleft()
+            if isinstance(found, Exception):
+                request.future.set_exception(found)
+            else:
+                request.future.set_result(request.done)
 
     def _run_batch(self, detector: Detector, batch: list[_Request]) -> None:
         images = [image for request in batch for image in request.images]

@@ -12,6 +12,11 @@ from detection.engine import Detector, load_detector, model_info
 from detection.engine.detector import read_names
 from detection.engine.fetch import sha256_of
 
+# On the CPUs measured a forward pass costs no more per image at batch 2 than at 8 (the
+# README's figures): slices of 2 frames keep an image's wait behind a video short at no
+# cost in throughput.
+CPU_VIDEO_SLICE_FRAMES = 2
+
 _lock = threading.Lock()
 _detectors: dict[tuple, Detector] = {}
 _batchers: dict[str, DynamicBatcher] = {}
@@ -47,8 +52,16 @@ def get_batcher(model: str | None = None) -> DynamicBatcher:
             _batchers[name] = DynamicBatcher(
                 lambda: get_detector(model=name), max_batch=settings.DETECTOR_MAX_BATCH,
                 max_wait=settings.DETECTOR_BATCH_WAIT_MS / 1000,
-                threads=settings.DETECTOR_THREADS, name=f"pmr-inference-{name}")
+                threads=settings.DETECTOR_THREADS, bulk_slice=video_slice_frames,
+                name=f"pmr-inference-{name}")
         return _batchers[name]
+
+
+def video_slice_frames(detector: Detector) -> int:
+    """Video frames per forward pass between image requests (see VIDEO_SLICE_FRAMES)."""
+    if settings.VIDEO_SLICE_FRAMES:
+        return settings.VIDEO_SLICE_FRAMES
+    return 0 if detector.device.type == "cuda" else CPU_VIDEO_SLICE_FRAMES
 
 
 def installed_models() -> list[str]:

@@ -193,6 +193,10 @@ DETECTOR_BATCH_WAIT_MS = env_float("DETECTOR_BATCH_WAIT_MS", 0.0, minimum=0, max
 # Frames per forward pass for videos; a video's worker renews its lease with every batch.
 VIDEO_BATCH_SIZE = env_int("VIDEO_BATCH_SIZE", DETECTOR_MAX_BATCH, minimum=1, maximum=256)
 VIDEO_LEASE_SECONDS = env_float("VIDEO_LEASE_SECONDS", 30, minimum=2)
+# A worker runs image requests before video frames; a video batch runs in slices of this
+# many frames, so that an image waits for at most one slice (0: auto, 2 frames on a CPU,
+# the whole batch on a GPU, where a batch takes milliseconds).
+VIDEO_SLICE_FRAMES = env_int("VIDEO_SLICE_FRAMES", 0, minimum=0, maximum=256)
 # A request for an annotated video that produced nothing after this long may be repeated.
 ANNOTATION_RETRY_SECONDS = env_float("ANNOTATION_RETRY_SECONDS", 600, minimum=1)
 # Long videos are cut into up to VIDEO_MAX_PARTS parts of at least VIDEO_PART_MIN_FRAMES

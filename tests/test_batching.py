@@ -23,7 +23,11 @@ class RecordingDetector:
 
     def detect_each(self, images, options):
         self.calls.append((threading.current_thread().name, len(images)))
+        if self.on_call is not None:
+            self.on_call(len(self.calls))
         return self.detector.detect_each(images, options)
+
+    on_call = None  # called with the number of calls so far, as each starts
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,7 @@ def images(darknet_dir):
             for name in ("dog", "horses", "person", "eagle")}
 
 
-def gated_batcher(detector, *, max_batch: int):
+def gated_batcher(detector, *, max_batch: int, bulk_slice: int = 0):
     """A batcher whose thread waits for ``gate`` before loading: everything submitted
     before that is queued, as under load."""
     gate, loaded_on = threading.Event(), []
@@ -42,7 +46,8 @@ def gated_batcher(detector, *, max_batch: int):
         loaded_on.append(threading.current_thread().name)
         return detector
 
-    batcher = DynamicBatcher(load, max_batch=max_batch, max_wait=0.0, name="pmr-inference-t")
+    batcher = DynamicBatcher(load, max_batch=max_batch, max_wait=0.0, bulk_slice=bulk_slice,
+                             name="pmr-inference-t")
     return batcher, gate, loaded_on
 
 
@@ -80,6 +85,47 @@ def test_a_request_that_would_overflow_the_batch_starts_the_next_one(tiny_fp32, 
     assert [size for _, size in recording.calls] == [3, 3]
 
 
+def test_images_go_before_video_frames_which_run_in_slices(tiny_fp32, images):
+    recording = RecordingDetector(tiny_fp32)
+    batcher, gate, _ = gated_batcher(recording, max_batch=8, bulk_slice=2)
+    options = tiny_fp32.options()
+    order = ["horses", "person", "eagle", "dog", "horses"]
+    video = batcher.submit_many([images[name] for name in order], [options] * 5, bulk=True)
+    first = batcher.submit(images["dog"], options)  # queued after the video, runs before it
+    arrivals = []
+
+    def an_image_arrives_during_the_first_slice(calls: int) -> None:
+        if calls == 2:
+            arrivals.append(batcher.submit(images["eagle"], options))
+
+    recording.on_call = an_image_arrives_during_the_first_slice
+    gate.set()
+    frames = video.result(60)
+    # The image, then a slice of 2 frames, then the image that arrived meanwhile (not
+    # the rest of the video), then the other slices; images and frames never share a pass.
+    assert [size for _, size in recording.calls] == [1, 2, 1, 2, 1]
+    assert first.result(60).batch_size == 1 and arrivals[0].result(60).batch_size == 1
+    assert arrivals[0].result().detections == tiny_fp32.detect([images["eagle"]])[0]
+    assert [r.batch_size for r in frames] == [2, 2, 2, 2, 1]
+    for name, result in zip(order, frames, strict=True):
+        assert result.detections == tiny_fp32.detect([images[name]])[0]
+
+
+def test_without_a_slice_a_video_batch_runs_whole_and_a_failure_fails_it_alone(tiny_fp32,
+                                                                                 images):
+    recording = RecordingDetector(tiny_fp32)
+    batcher, gate, _ = gated_batcher(recording, max_batch=8)
+    options = tiny_fp32.options()
+    broken = batcher.submit_many([images["dog"]] * 2, [options], bulk=True)
+    video = batcher.submit_many([images["dog"]] * 3, [options] * 3, bulk=True)
+    gate.set()
+    with pytest.raises(ValueError, match="2 images but 1 option sets"):
+        broken.result(60)
+    assert [r.batch_size for r in video.result(60)] == [3, 3, 3]
+    assert [size for _, size in recording.calls] == [2, 3]
+    assert batcher.submit_many([], [], bulk=True).result(1) == []
+
+
 def test_a_model_that_cannot_be_loaded_fails_every_request_and_is_tried_again(
         settings, tmp_path, images):
     from detection import inference
@@ -111,3 +157,13 @@ def test_a_failing_request_fails_alone_and_the_thread_goes_on(tiny_fp32, images)
     assert [size for _, size in recording.calls] == [2, 1, 1]
     again = batcher.submit(images["eagle"], options)
     assert again.result(60).batch_size == 1
+
+
+def test_video_slices_are_2_frames_on_a_cpu_unless_set(tiny_fp32, settings):
+    from detection.inference import video_slice_frames
+
+    assert tiny_fp32.device.type == "cpu"
+    settings.VIDEO_SLICE_FRAMES = 0
+    assert video_slice_frames(tiny_fp32) == 2
+    settings.VIDEO_SLICE_FRAMES = 5
+    assert video_slice_frames(tiny_fp32) == 5

@@ -247,8 +247,8 @@ def _process_part(job: Job, part: VideoPart, owner: str) -> None:
             batch_size=batch_size, queue_frames=2 * batch_size) as reader:
         for batch in reader.batches():
             started = time.perf_counter()
-            results = batcher.submit_many([f.image for f in batch],
-                                          [options] * len(batch)).result()
+            results = batcher.submit_many([f.image for f in batch], [options] * len(batch),
+                                          bulk=True).result()
             found = [result.detections for result in results]
             rows = [Detection(job=job, frame_index=f.index, timestamp_ms=f.timestamp_ms,
                               class_id=d.class_id, label=d.label, confidence=d.confidence,
