@@ -174,18 +174,19 @@ class DynamicBatcher:
             found = detector.detect_each(images, options)
         except Exception as exc:
             logger.exception("inference on %d video frame(s) failed", len(images))
-            found = exc
+            self._pop_bulk()
+            request.future.set_exception(exc)
+            return
         elapsed_ms = 1000 * (time.perf_counter() - began)
-        if not isinstance(found, Exception):
-            request.done.extend(BatchResult(detections, elapsed_ms, len(images))
-                                for detections in found)
-        if isinstance(found, Exception) or len(request.done) == len(request.images):
-            with self._ready:
-                self._bulk.popleft()
-            if isinstance(found, Exception):
-                request.future.set_exception(found)
-            else:
-                request.future.set_result(request.done)
+        request.done.extend(BatchResult(detections, elapsed_ms, len(images))
+                            for detections in found)
+        if len(request.done) == len(request.images):
+            self._pop_bulk()
+            request.future.set_result(request.done)
+
+    def _pop_bulk(self) -> None:
+        with self._ready:
+            self._bulk.popleft()
 
     def _run_batch(self, detector: Detector, batch: list[_Request]) -> None:
         images = [image for request in batch for image in request.images]

@@ -190,7 +190,7 @@ DETECTOR_MAX_BATCH = env_int("DETECTOR_MAX_BATCH", 8, minimum=1, maximum=256)
 # queued, which under load is plenty, and a lone request never waits).
 DETECTOR_BATCH_WAIT_MS = env_float("DETECTOR_BATCH_WAIT_MS", 0.0, minimum=0, maximum=10_000)
 
-# Frames per forward pass for videos; a video's worker renews its lease with every batch.
+# Frames a video's worker commits together (detections, progress, the renewed lease).
 VIDEO_BATCH_SIZE = env_int("VIDEO_BATCH_SIZE", DETECTOR_MAX_BATCH, minimum=1, maximum=256)
 VIDEO_LEASE_SECONDS = env_float("VIDEO_LEASE_SECONDS", 30, minimum=2)
 # A worker runs image requests before video frames; a video batch runs in slices of this
