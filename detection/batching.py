@@ -59,12 +59,10 @@ class _Request:
 
 class DynamicBatcher:
     def __init__(self, load: Callable[[], Detector], *, max_batch: int, max_wait: float,
-                 threads: int = 0, bulk_slice: int | Callable[[Detector], int] = 0,
-                 name: str = "pmr-inference") -> None:
+                 threads: int = 0, bulk_slice: int = 0, name: str = "pmr-inference") -> None:
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self.bulk_slice = 0  # frames per forward pass of bulk work (0: the whole request)
-        self._bulk_slice = bulk_slice
+        self.bulk_slice = bulk_slice  # frames per forward pass of bulk work (0: all at once)
         self._load = load
         self._threads = threads
         self._loaded: Future = Future()
@@ -129,8 +127,6 @@ class DynamicBatcher:
             torch.set_num_threads(self._threads)
         try:
             detector = self._load()
-            self.bulk_slice = (self._bulk_slice(detector) if callable(self._bulk_slice)
-                               else self._bulk_slice)
         except BaseException as exc:
             self._loaded.set_exception(exc)
             self._fail_waiting()  # and submit_many fails those that come later

@@ -56,8 +56,8 @@ class Job(models.Model):
     frames_done = models.PositiveIntegerField(default=0)
     processing_ms = models.FloatField(default=0, help_text="time spent processing frames")
     lease_expires = models.DateTimeField(
-        null=True, blank=True, help_text="images: by when it must be started (or finished, "
-        "once started) before the watchdog requeues it")
+        null=True, blank=True, help_text="images: by when it must be started (once started: "
+        "by when its worker must renew it) before the watchdog requeues it")
     idempotency_key = models.CharField(max_length=255, blank=True)
     callback_url = models.URLField(max_length=2000, blank=True)
     webhook_log = models.JSONField(default=list, blank=True)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
+import threading
+import uuid
 from datetime import timedelta
 
 import kombu.exceptions
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from detection import notify
@@ -39,12 +40,23 @@ IMAGE_ERRORS = {"empty": ("empty_file", 400), "not_an_image": ("not_an_image", 4
 CLIENT_ERROR_STATUS = dict(IMAGE_ERRORS.values())
 
 
+# Image jobs this process is running (started, not yet finished): the heartbeat renews
+# their leases.
+_in_hand: set[uuid.UUID] = set()
+_in_hand_lock = threading.Lock()
+
+
 def _ms(start, end) -> float:
     return (end - start).total_seconds() * 1000
 
 
-def image_job_submit(*, owner, upload: UploadedFile, params: dict) -> Job:
-    """Check the upload, store it under a generated name, create the job, queue it."""
+def image_job_submit(*, owner, upload: UploadedFile, params: dict,
+                     job_id: uuid.UUID | None = None) -> Job:
+    """Check the upload, store it under a generated name, create the job, queue it.
+
+    ``job_id``: the new job's id, where the caller needs it before the job is queued
+    (to listen for its completion); by default a new one.
+    """
     from detection.tasks import detect_image
 
     info = inspect_image_upload(upload, max_bytes=settings.MAX_IMAGE_UPLOAD_BYTES,
@@ -53,7 +65,7 @@ def image_job_submit(*, owner, upload: UploadedFile, params: dict) -> Job:
     try:
         with transaction.atomic():  # committed before the task can look for it
             job = Job.objects.create(
-                kind=Job.Kind.IMAGE, owner=owner, params=params,
+                id=job_id or uuid.uuid4(), kind=Job.Kind.IMAGE, owner=owner, params=params,
                 lease_expires=timezone.now() + timedelta(seconds=settings.QUEUE_STALE_SECONDS),
                 model_name=settings.DETECTOR_MODEL, input_file=name,
                 original_filename=safe_original_name(upload.name),
@@ -78,8 +90,10 @@ def image_job_detect(*, owner, upload: UploadedFile, params: dict,
     An input the worker could not read is a client error: the job and its file are
     deleted and the ApiError raised, as if the web process had refused it.
     """
-    job = image_job_submit(owner=owner, upload=upload, params=params)
-    finished = notify.wait_for_job(job.pk, timeout)
+    job_id = uuid.uuid4()
+    with notify.JobWaiter(job_id) as waiter:  # listening before the job is queued
+        job = image_job_submit(owner=owner, upload=upload, params=params, job_id=job_id)
+        finished = waiter.wait(timeout)
     job.refresh_from_db()
     if finished and job.error_code in CLIENT_ERROR_STATUS:
         error = ApiError(job.error_code, job.error_message,
@@ -96,19 +110,31 @@ def image_job_run(*, job_id: str) -> None:
     state in one transaction, detections included: a worker that dies half-way leaves
     it queued, for the redelivered task to run again.
     """
-    job = Job.objects.filter(pk=job_id, kind=Job.Kind.IMAGE).first()
-    if job is None or job.is_finished:
-        return
-    if job.attempts >= settings.JOB_MAX_ATTEMPTS:
-        # Every earlier attempt died with its worker: do not let one input kill them all.
-        job_fail(job=job, code="worker_lost", message=f"the worker died {job.attempts} times "
-                 "running this job")
-        return
     started = timezone.now()
-    Job.objects.filter(pk=job.pk).update(
-        started_at=started, attempts=F("attempts") + 1, worker=socket.gethostname(),
-        queue_ms=_ms(job.created_at, started),
-        lease_expires=started + timedelta(seconds=settings.IMAGE_STALE_SECONDS))
+    job = _image_job_start(job_id, started)
+    if job is None:
+        job = Job.objects.filter(pk=job_id, kind=Job.Kind.IMAGE).first()
+        if job is None or job.is_finished:
+            return
+        if job.started_at is not None and job.lease_expires and job.lease_expires >= started:
+            # A duplicate message: a live worker has the job (and renews its lease).
+            logger.info("image job %s is running elsewhere: message dropped", job.pk)
+            return
+        # Every earlier attempt died with its worker: do not let one input kill them all.
+        job_fail(job=job, code="worker_lost", message=f"the worker died {job.attempts} "
+                 "times running this job")
+        return
+    with _in_hand_lock:
+        _in_hand.add(job.pk)
+    try:
+        _image_job_finish(job, started)
+    finally:
+        with _in_hand_lock:
+            _in_hand.discard(job.pk)
+
+
+def _image_job_finish(job: Job, started) -> None:
+    """Run a started image job to its final state."""
     try:
         with default_storage.open(job.input_file.name, "rb") as stream:
             data = stream.read()
@@ -153,9 +179,54 @@ def image_job_run(*, job_id: str) -> None:
     notify.job_finished(job.pk)
 
 
+def _image_job_start(job_id, started) -> Job | None:
+    """Mark a queued image job started (one more attempt, a new lease) and load what
+    running it needs, in one statement; None if it is not to be run: gone, finished, out
+    of attempts, or started by a worker whose lease on it has not expired.
+
+    An UPDATE ... RETURNING (PostgreSQL; SQLite 3.35+), where the ORM would take a SELECT
+    and an UPDATE: a database round trip off every image request.
+    """
+    meta, ops = Job._meta, connection.ops
+
+    def column(name: str) -> str:
+        return ops.quote_name(meta.get_field(name).column)
+
+    loaded = ("id", "kind", "status", "created_at", "input_file", "params", "model_name",
+              "attempts")
+    sql = (f"UPDATE {ops.quote_name(meta.db_table)} SET {column('started_at')} = %s, "
+           f"{column('attempts')} = {column('attempts')} + 1, {column('worker')} = %s, "
+           f"{column('lease_expires')} = %s WHERE {column('id')} = %s AND "
+           f"{column('kind')} = %s AND {column('status')} = %s AND {column('attempts')} < %s "
+           f"AND ({column('started_at')} IS NULL OR {column('lease_expires')} < %s) "
+           f"RETURNING {', '.join(column(name) for name in loaded)}")
+    params = [ops.adapt_datetimefield_value(started), socket.gethostname(),
+              ops.adapt_datetimefield_value(
+                  started + timedelta(seconds=settings.IMAGE_STALE_SECONDS)),
+              meta.pk.get_db_prep_value(job_id, connection), Job.Kind.IMAGE.value,
+              Job.Status.QUEUED.value, settings.JOB_MAX_ATTEMPTS,
+              ops.adapt_datetimefield_value(started)]
+    rows = list(Job.objects.raw(sql, params))  # read to the end: SQLite commits then
+    return rows[0] if rows else None
+
+
+def image_leases_renew(*, now=None) -> int:
+    """For the heartbeat: push back the lease of every image job this process is
+    running, so that a job waiting behind others in a busy worker is not taken for
+    one whose worker died. Returns how many were renewed."""
+    with _in_hand_lock:
+        held = list(_in_hand)
+    if not held:
+        return 0
+    now = now or timezone.now()
+    return Job.objects.filter(pk__in=held, status=Job.Status.QUEUED).update(
+        lease_expires=now + timedelta(seconds=settings.IMAGE_STALE_SECONDS))
+
+
 def requeue_stalled_images(*, now=None) -> list[str]:
-    """For the watchdog: image jobs not finished by their deadline — started by a worker
-    that died, or never started because their message was lost — are sent again."""
+    """For the watchdog: image jobs whose lease ran out — started by a worker that died
+    (it stopped renewing the lease), or never started because their message was lost —
+    are sent again."""
     from detection.tasks import detect_image
 
     now = now or timezone.now()
@@ -164,7 +235,9 @@ def requeue_stalled_images(*, now=None) -> list[str]:
                                           lease_expires__lt=now).values_list("pk",
                                                                              "lease_expires"):
         again = now + timedelta(seconds=settings.QUEUE_STALE_SECONDS)
-        if Job.objects.filter(pk=pk, lease_expires=expires).update(lease_expires=again):
+        # Back in the queue: not started, so that the message sent now may start it.
+        if Job.objects.filter(pk=pk, lease_expires=expires).update(lease_expires=again,
+                                                                    started_at=None):
             try:
                 detect_image.delay(str(pk))
             except BROKER_ERRORS:

@@ -19,10 +19,11 @@ _state: dict = {}
 
 
 def _beat(hostname: str, detector, queues: str, started) -> None:
-    """Report in every WORKER_HEARTBEAT_SECONDS; requeue dead workers' jobs every
-    WATCHDOG_SECONDS (any live worker may: requeueing is atomic per job)."""
+    """Report in and renew the leases of the image jobs in hand every
+    WORKER_HEARTBEAT_SECONDS; requeue dead workers' jobs every WATCHDOG_SECONDS (any
+    live worker may: requeueing is atomic per job)."""
     from detection.models import WorkerHeartbeat
-    from detection.services import requeue_stalled_images
+    from detection.services import image_leases_renew, requeue_stalled_images
     from videos.services import requeue_stalled
 
     next_watch = 0.0
@@ -33,6 +34,7 @@ def _beat(hostname: str, detector, queues: str, started) -> None:
                 "pid": os.getpid(), "device": str(detector.device), "queues": queues,
                 "model_name": settings.DETECTOR_MODEL, "precision": detector.precision,
                 "started_at": started, "last_seen": timezone.now()})
+            image_leases_renew()
             if time.monotonic() >= next_watch:
                 next_watch = time.monotonic() + settings.WATCHDOG_SECONDS
                 for job_id in requeue_stalled() + requeue_stalled_images():

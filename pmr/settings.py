@@ -105,10 +105,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # connection after every task) take a live connection instead of opening one.
     # Connections are checked as they are handed out, so that a dropped database
     # connection costs one failed request at most, not one per pooled connection.
+    # A connection that cannot be made is retried with a doubling delay; giving up after
+    # 5 s (psycopg_pool's default is 5 minutes, by when the delay has grown to minutes)
+    # lets the next request start a fresh attempt at once, so that the service is back
+    # within a request of the database coming back.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # the pool checks each connection
     DATABASES["default"]["OPTIONS"] = {"pool": {
         "min_size": 2, "max_size": env_int("DATABASE_POOL_SIZE", 20, minimum=1),
-        "timeout": 5}}
+        "timeout": 5, "reconnect_timeout": 5}}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker processes share the file: WAL lets readers and one writer overlap,
     # IMMEDIATE transactions queue writers instead of failing with "database is locked".
@@ -185,13 +189,15 @@ if DETECTOR_INPUT_SIZE % 32:
 # (a positive nice value makes, e.g., video workers yield to image workers on one host).
 DETECTOR_THREADS = env_int("DETECTOR_THREADS", 0, minimum=0)
 WORKER_NICE = env_int("WORKER_NICE", 0, minimum=0, maximum=19)
-DETECTOR_MAX_BATCH = env_int("DETECTOR_MAX_BATCH", 8, minimum=1, maximum=256)
+# Images per forward pass (0: auto, 4 on a CPU, 8 on a GPU; see detection/inference.py).
+DETECTOR_MAX_BATCH = env_int("DETECTOR_MAX_BATCH", 0, minimum=0, maximum=256)
 # How long the first request of a batch waits for more (0: batch only what is already
 # queued, which under load is plenty, and a lone request never waits).
 DETECTOR_BATCH_WAIT_MS = env_float("DETECTOR_BATCH_WAIT_MS", 0.0, minimum=0, maximum=10_000)
 
 # Frames a video's worker commits together (detections, progress, the renewed lease).
-VIDEO_BATCH_SIZE = env_int("VIDEO_BATCH_SIZE", DETECTOR_MAX_BATCH, minimum=1, maximum=256)
+VIDEO_BATCH_SIZE = env_int("VIDEO_BATCH_SIZE", DETECTOR_MAX_BATCH or 8, minimum=1,
+                           maximum=256)
 VIDEO_LEASE_SECONDS = env_float("VIDEO_LEASE_SECONDS", 30, minimum=2)
 # A worker runs image requests before video frames; a video batch runs in slices of this
 # many frames, so that an image waits for at most one slice (0: auto, 2 frames on a CPU,
@@ -205,7 +211,8 @@ VIDEO_MAX_PARTS = env_int("VIDEO_MAX_PARTS", 8, minimum=1, maximum=1000)
 VIDEO_PART_MIN_FRAMES = env_int("VIDEO_PART_MIN_FRAMES", 1500, minimum=1)
 # How often each worker looks for jobs whose worker died (and requeues them).
 WATCHDOG_SECONDS = env_float("WATCHDOG_SECONDS", 5, minimum=0.5)
-# An image job started this long ago and not finished lost its worker.
+# A started image job's lease: its worker's heartbeat renews it; once it lapses, the worker
+# is taken for dead and the job is sent again.
 IMAGE_STALE_SECONDS = env_float("IMAGE_STALE_SECONDS", 60, minimum=1)
 # A job (or video part) no worker started this long after it was queued is sent again
 # (its message was lost with a worker that had taken it off the queue).
@@ -232,6 +239,9 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 # Workers report every WORKER_HEARTBEAT_SECONDS; /readyz forgets them after STALE seconds.
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 2.0, minimum=0.1)
 WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 6.0, minimum=0.5)
+if IMAGE_STALE_SECONDS < 2 * WORKER_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(f"IMAGE_STALE_SECONDS={IMAGE_STALE_SECONDS}: must be at least "
+                               "twice WORKER_HEARTBEAT_SECONDS (the heartbeat renews the lease)")
 
 # How long POST /api/detect/image waits for the worker before answering 202.
 DETECT_WAIT_SECONDS = env_float("DETECT_WAIT_SECONDS", 30.0, minimum=0, maximum=600)

@@ -75,6 +75,137 @@ def test_a_job_still_running_when_the_wait_ends_is_a_202(api, tiny_paths, darkne
     assert body["status_url"].endswith(f"/api/jobs/{body['id']}")
 
 
+def test_a_worker_runs_an_image_job_once_and_counts_the_attempt(api, eager_celery, tiny_paths,
+                                                                darknet_dir):
+    from detection import services
+
+    body = post_image(api, (darknet_dir / "dog.jpg").read_bytes()).json()
+    job = Job.objects.get(pk=body["id"])
+    assert job.attempts == 1 and job.worker and job.started_at and job.queue_ms is not None
+    found = Detection.objects.filter(job=job).count()
+    assert found == len(body["detections"]) > 0
+
+    services.image_job_run(job_id=body["id"])  # a redelivered message: nothing runs again
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.attempts == 1
+    assert Detection.objects.filter(job=job).count() == found
+
+
+def _lapsed(job: Job, attempts: int) -> None:
+    """The job as its last worker left it, dead: queued, started, its lease lapsed."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk).update(status="queued", attempts=attempts,
+                                         started_at=now - timedelta(seconds=70),
+                                         lease_expires=now - timedelta(seconds=10))
+
+
+def test_an_image_whose_workers_all_died_fails_rather_than_running_again(
+        eager_celery, tiny_paths, darknet_dir, settings):
+    from detection import services
+    from tests.factories import image_job_with_detections
+
+    job = image_job_with_detections(darknet_dir / "dog.jpg", tiny_paths, "died")
+    Detection.objects.filter(job=job).delete()
+    _lapsed(job, settings.JOB_MAX_ATTEMPTS)
+
+    assert services.requeue_stalled_images() == [str(job.pk)]  # the message runs inline
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error_code == "worker_lost"
+    assert job.attempts == settings.JOB_MAX_ATTEMPTS  # not started once more
+    assert not Detection.objects.filter(job=job).exists()
+
+    _lapsed(job, settings.JOB_MAX_ATTEMPTS - 1)
+    assert services.requeue_stalled_images() == [str(job.pk)]  # one attempt left: it runs
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.attempts == settings.JOB_MAX_ATTEMPTS
+    assert {d.label for d in Detection.objects.filter(job=job)} >= {"dog", "bicycle"}
+
+
+def test_a_second_message_for_a_job_a_live_worker_holds_is_dropped(tiny_paths, darknet_dir,
+                                                                  settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from detection import services
+    from tests.factories import image_job_with_detections
+
+    job = image_job_with_detections(darknet_dir / "dog.jpg", tiny_paths, "held")
+    Detection.objects.filter(job=job).delete()
+    now = timezone.now()
+    for attempts in (1, settings.JOB_MAX_ATTEMPTS):  # its last attempt: still not lost
+        Job.objects.filter(pk=job.pk).update(status="queued", attempts=attempts,
+                                             started_at=now,
+                                             lease_expires=now + timedelta(seconds=30))
+        services.image_job_run(job_id=str(job.pk))  # e.g. redelivered by the broker
+        job.refresh_from_db()
+        assert job.status == "queued" and job.attempts == attempts
+        assert not Detection.objects.filter(job=job).exists()
+
+    _lapsed(job, 1)  # the holder died after all: the next message runs it
+    services.image_job_run(job_id=str(job.pk))
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.attempts == 2
+
+
+def test_the_heartbeat_renews_the_lease_of_a_job_waiting_in_its_worker(
+        tiny_paths, darknet_dir, settings, monkeypatch):
+    import threading
+    from datetime import timedelta
+
+    from django.db import close_old_connections
+    from django.utils import timezone
+
+    from detection import services
+    from detection.batching import DynamicBatcher
+    from tests.factories import image_job_with_detections
+
+    settings.IMAGE_STALE_SECONDS = 60
+    job = image_job_with_detections(darknet_dir / "dog.jpg", tiny_paths, "waiting")
+    Detection.objects.filter(job=job).delete()
+    Job.objects.filter(pk=job.pk).update(status="queued", attempts=0, started_at=None)
+
+    # The job waits for a forward pass (a busy batcher) until `go` is set.
+    submitted, go = threading.Event(), threading.Event()
+    submit = DynamicBatcher.submit
+
+    def busy(self, *args, **kwargs):
+        submitted.set()
+        go.wait(60)
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamicBatcher, "submit", busy)
+
+    def work():
+        try:
+            services.image_job_run(job_id=str(job.pk))
+        finally:
+            close_old_connections()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        assert submitted.wait(60)
+        job.refresh_from_db()
+        first_lease = job.lease_expires
+        later = timezone.now() + timedelta(seconds=45)
+        assert services.image_leases_renew(now=later) == 1
+        job.refresh_from_db()
+        assert job.lease_expires == later + timedelta(seconds=60) > first_lease
+        # No other worker takes it meanwhile: nothing lapses at the time of the old lease.
+        assert services.requeue_stalled_images(now=first_lease + timedelta(seconds=1)) == []
+    finally:
+        go.set()
+        worker.join(60)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.attempts == 1
+    assert services.image_leases_renew() == 0  # finished: out of hand
+
+
 def test_the_job_list_is_the_callers_own_paginated_and_filterable(api, user):
     JobFactory.create_batch(3, owner=user, kind="image", status="succeeded")
     failed_video = JobFactory(owner=user, kind="video", status="failed")

@@ -159,11 +159,21 @@ def test_a_failing_request_fails_alone_and_the_thread_goes_on(tiny_fp32, images)
     assert again.result(60).batch_size == 1
 
 
-def test_video_slices_are_2_frames_on_a_cpu_unless_set(tiny_fp32, settings):
+def test_video_slices_are_2_frames_on_a_cpu_unless_set(settings):
     from detection.inference import video_slice_frames
 
-    assert tiny_fp32.device.type == "cpu"
     settings.VIDEO_SLICE_FRAMES = 0
-    assert video_slice_frames(tiny_fp32) == 2
+    assert video_slice_frames("cpu") == 2
     settings.VIDEO_SLICE_FRAMES = 5
-    assert video_slice_frames(tiny_fp32) == 5
+    assert video_slice_frames("cpu") == 5
+
+
+def test_forward_passes_take_4_images_on_a_cpu_unless_set(settings, tiny_paths):
+    from detection.inference import detector_max_batch, get_detector
+
+    settings.DETECTOR_MAX_BATCH = 0
+    assert detector_max_batch("cpu") == 4
+    assert get_detector(device="cpu", precision="fp32").max_batch == 4
+    settings.DETECTOR_MAX_BATCH = 6
+    assert detector_max_batch("cpu") == 6
+    assert get_detector(device="cpu", precision="fp32").max_batch == 6

@@ -77,6 +77,29 @@ def test_anonymous_callers_have_a_rate_too(client, settings):
     assert answers == [200, 200, 429]
 
 
+def test_rate_counters_in_redis_count_every_hit_once_and_expire(settings):
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    import redis
+
+    from pmr.throttling import count_hit
+
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("REDIS_URL is not set: the Redis rate counters need a Redis server")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": url, "KEY_PREFIX": prefix}}
+    with ThreadPoolExecutor(8) as pool:
+        counts = list(pool.map(lambda _: count_hit("throttle:detect:user1:7", 60), range(40)))
+    assert sorted(counts) == list(range(1, 41))  # concurrent hits: none lost, none doubled
+    server = redis.Redis.from_url(url)
+    key = f"{prefix}:1:throttle:detect:user1:7"
+    assert int(server.get(key)) == 40 and 0 < server.ttl(key) <= 61
+    server.delete(key)
+
+
 def test_concurrent_video_jobs_per_user_are_limited(api, settings, videos_dir):
     from pmr.celery import app
 

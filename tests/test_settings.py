@@ -23,11 +23,13 @@ def manage_check(**environment: str) -> subprocess.CompletedProcess:
     ("DEBUG", "maybe", "DEBUG='maybe': expected one of true/false"),
     ("DETECTOR_DEVICE", "gpu", "DETECTOR_DEVICE='gpu'"),
     ("DETECTOR_MODEL", "yolov9", "DETECTOR_MODEL='yolov9'"),
-    ("DETECTOR_MAX_BATCH", "0", "DETECTOR_MAX_BATCH=0: must be at least 1"),
+    ("DETECTOR_MAX_BATCH", "-1", "DETECTOR_MAX_BATCH=-1: must be at least 0"),
     ("DETECTOR_INPUT_SIZE", "500", "must be a multiple of 32"),
     ("MAX_IMAGE_UPLOAD_BYTES", "20MB", "MAX_IMAGE_UPLOAD_BYTES='20MB': expected an integer"),
     ("CELERY_BROKER_URL", "kafka://x", "CELERY_BROKER_URL='kafka://x'"),
     ("DATABASE_URL", "nosuchdb://x", "DATABASE_URL='nosuchdb://x'"),
+    ("IMAGE_STALE_SECONDS", "3", "IMAGE_STALE_SECONDS=3.0: must be at least twice "
+     "WORKER_HEARTBEAT_SECONDS"),
 ])
 def test_a_bad_value_fails_loudly_at_start_up(name, value, message):
     result = manage_check(**{name: value})
