@@ -112,9 +112,11 @@ def main() -> None:
     args = parser.parse_args()
 
     data = test_image()
-    # Over a thousand requests a minute: the default upload rate limit would answer 429.
+    # Thousands of requests a minute: the default rate limits (uploads, and all requests)
+    # would answer 429.
     service = Service.create(Path(tempfile.mkdtemp(prefix="pmr-bench-")),
-                             THROTTLE_DETECT_RATE="100000/minute")
+                             THROTTLE_DETECT_RATE="100000/minute",
+                             THROTTLE_USER_RATE="100000/minute")
     try:
         service.start_worker(concurrency=16)
         service.start_web()

@@ -48,6 +48,7 @@ def _beat(hostname: str, detector, queues: str, started) -> None:
 @worker_init.connect
 def load_model(sender=None, **kwargs) -> None:
     from detection.inference import get_batcher, weights_sha256
+    from videos.services import parts_limit, parts_limit_set
 
     if settings.WORKER_NICE:
         os.nice(settings.WORKER_NICE)
@@ -66,6 +67,11 @@ def load_model(sender=None, **kwargs) -> None:
     hostname = getattr(sender, "hostname", None) or f"worker@{os.uname().nodename}"
     # The queues this worker consumes (-Q), not every queue the app knows of.
     queues = ",".join(sorted(sender.app.amqp.queues.consume_from)) if sender else ""
+    threads = getattr(sender, "concurrency", None)  # --concurrency, else the setting
+    parts_limit_set(threads=threads if isinstance(threads, int) and threads > 0
+                    else settings.CELERY_WORKER_CONCURRENCY,
+                    takes_images=not sender or settings.IMAGE_QUEUE in queues.split(","))
+    logger.info("queues %s; video parts at once: %d", queues or "(all)", parts_limit())
     _state["hostname"] = hostname
     threading.Thread(target=_beat, args=(hostname, detector, queues, timezone.now()),
                      name="pmr-heartbeat", daemon=True).start()

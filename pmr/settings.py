@@ -278,6 +278,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 330, minimum=1)
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 16, minimum=1)
+# Video parts a worker process runs at once, the others waiting in the queue (0: auto,
+# half its threads if it also takes image requests, which the other half is left to;
+# all of them if it takes only videos).
+VIDEO_PARTS_PER_WORKER = env_int("VIDEO_PARTS_PER_WORKER", 0, minimum=0)
 CELERY_WORKER_POOL = "threads"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -241,3 +241,33 @@ def test_invalid_parameters(api, settings, short_clip, fields, field):
     response = submit(api, short_clip, **fields)
     assert_rejected(response, 400, "invalid_parameters", settings)
     assert field in response.json()["error"]["details"]
+
+
+def test_a_worker_running_its_share_of_parts_defers_the_next_one(api, tiny_paths, short_clip,
+                                                                 settings):
+    from pmr.celery import app
+    from videos import services
+    from videos.models import VideoPart
+
+    settings.VIDEO_PARTS_PER_WORKER = 1
+    broker = app.conf.broker_url
+    app.conf.broker_url = "memory://"  # nobody runs what is sent
+    try:
+        job_id = submit(api, short_clip).json()["id"]
+        queued = VideoPart.objects.get(job_id=job_id, index=0)
+        assert services._take_slot()  # a part of another job is running here
+        try:
+            services.video_part_run(job_id=job_id, index=0)
+        finally:
+            services._free_slot()
+        part = VideoPart.objects.get(pk=queued.pk)
+        assert part.status == "queued" and part.attempts == 0 and part.frames_done == 0
+        assert part.lease_expires > queued.lease_expires  # its message is alive
+
+        # A part some live task holds is not sent again (that task finishes it).
+        VideoPart.objects.filter(pk=part.pk).update(status="running", lease_owner="w:1:2")
+        assert not services._defer(job_id, 0)
+    finally:
+        app.conf.broker_url = broker
+    services.video_part_run(job_id=job_id, index=0)  # a free slot: still not taken from it
+    assert VideoPart.objects.get(pk=part.pk).attempts == 0

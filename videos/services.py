@@ -209,9 +209,81 @@ def _claim(job_id: str, index: int, owner: str, worker: str) -> VideoPart | None
     return VideoPart.objects.select_related("job").get(job_id=job_id, index=index)
 
 
+# Video parts this process is running. A part holds a Celery thread for as long as it
+# runs (minutes); past the limit, a part is deferred rather than run, so that the
+# worker's other threads stay free for image requests. (More parts at once would not go
+# faster: they share the process's one inference thread.)
+_parts = {"running": 0, "auto": 0}
+_parts_lock = threading.Lock()
+
+# How soon a part deferred by a busy worker is offered to the workers again.
+DEFER_SECONDS = 2.0
+
+
+def parts_limit_set(*, threads: int, takes_images: bool) -> None:
+    """At worker start: VIDEO_PARTS_PER_WORKER's automatic value, from the worker's
+    threads — half of them where it also takes image requests, else all."""
+    _parts["auto"] = max(1, threads // 2) if takes_images else threads
+
+
+def parts_limit() -> int:
+    """How many video parts this process runs at once."""
+    return (settings.VIDEO_PARTS_PER_WORKER or _parts["auto"]
+            or max(1, settings.CELERY_WORKER_CONCURRENCY // 2))
+
+
+def _take_slot() -> bool:
+    with _parts_lock:
+        if _parts["running"] >= parts_limit():
+            return False
+        _parts["running"] += 1
+        return True
+
+
+def _free_slot() -> None:
+    with _parts_lock:
+        _parts["running"] -= 1
+
+
+def _defer(job_id: str, index: int) -> bool:
+    """Send a part that nobody holds to the queue again, a little later; False if it is
+    not to be run (held by a live task, done, or its job finished or gone).
+
+    Its lease is pushed back meanwhile: the message is alive, the watchdog need not send
+    another (it still does if the message is lost, once the lease lapses).
+    """
+    from videos.tasks import process_video_part
+
+    now = timezone.now()
+    kept = VideoPart.objects.filter(
+        job_id=job_id, index=index, lease_owner="",
+        status__in=(VideoPart.Status.QUEUED, VideoPart.Status.RUNNING),
+        job__status__in=(Job.Status.QUEUED, Job.Status.RUNNING),
+    ).update(lease_expires=now + timedelta(seconds=settings.QUEUE_STALE_SECONDS))
+    if kept:
+        try:
+            process_video_part.apply_async((job_id, index), countdown=DEFER_SECONDS)
+        except BROKER_ERRORS:
+            VideoPart.objects.filter(job_id=job_id, index=index,
+                                     lease_owner="").update(lease_expires=now)  # watchdog
+    return bool(kept)
+
+
 def video_part_run(*, job_id: str, index: int, worker: str | None = None) -> None:
-    """Process (or resume) one part of a video job, in a worker."""
-    worker = worker or socket.gethostname()
+    """Process (or resume) one part of a video job, in a worker; defer it if this
+    process already runs as many parts as it may (``parts_limit``)."""
+    if not _take_slot():
+        if _defer(job_id, index):
+            logger.info("video job %s part %d: deferred (%d parts running here)", job_id,
+                        index, parts_limit())
+        return
+    try:
+        _run_part(job_id, index, worker or socket.gethostname())
+    finally:
+        _free_slot()
+
+
+def _run_part(job_id: str, index: int, worker: str) -> None:
     owner = f"{worker}:{os.getpid()}:{threading.get_ident()}"
     part = _claim(job_id, index, owner, worker)
     if part is None:
