@@ -15,6 +15,13 @@ two slices. So while a video is processed, an image waits for at most one slice 
 video frames, not for a whole batch or for the video. Slices are cut the same way
 whatever else is queued, so a video's results do not depend on the image traffic.
 
+First is not always: under a stream of image requests that never lets up, a video
+would get no forward pass at all. So while bulk work waits, at most ``bulk_every``
+image batches run in a row, then one slice of it. The guarantees, for one inference
+thread: an image request waits for at most the forward pass running when it arrives
+plus ``bulk_every`` image batches ahead of it, and one video slice; and waiting video
+frames get at least one slice in every ``bulk_every + 1`` forward passes.
+
 The thread also loads the model and warms it up, so that it is the only thread of the
 process that runs PyTorch's CPU kernels. That matters for speed: OpenMP keeps a team of
 threads for every thread that ever ran a parallel kernel, and as soon as a process holds
@@ -59,10 +66,13 @@ class _Request:
 
 class DynamicBatcher:
     def __init__(self, load: Callable[[], Detector], *, max_batch: int, max_wait: float,
-                 threads: int = 0, bulk_slice: int = 0, name: str = "pmr-inference") -> None:
+                 threads: int = 0, bulk_slice: int = 0, bulk_every: int = 3,
+                 name: str = "pmr-inference") -> None:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.bulk_slice = bulk_slice  # frames per forward pass of bulk work (0: all at once)
+        self.bulk_every = max(1, bulk_every)  # image batches in a row while bulk work waits
+        self._urgent_in_a_row = 0
         self._load = load
         self._threads = threads
         self._loaded: Future = Future()
@@ -141,12 +151,16 @@ class DynamicBatcher:
                 self._run_slice(detector, bulk)
 
     def _collect(self) -> tuple[list[_Request], _Request | None]:
-        """The next work: image requests (as many as fit a batch), else one bulk request."""
+        """The next work: image requests (as many as fit a batch), else one bulk request;
+        bulk work's turn after ``bulk_every`` image batches in a row."""
         with self._ready:
             while not self._urgent and not self._bulk:
                 self._ready.wait()
-            if not self._urgent:
+            if not self._urgent or (self._bulk and self._urgent_in_a_row >= self.bulk_every):
+                self._urgent_in_a_row = 0
                 return [], self._bulk[0]
+            if self._bulk:
+                self._urgent_in_a_row += 1
             batch, count = [], 0
             deadline = time.monotonic() + self.max_wait
             while True:

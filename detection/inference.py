@@ -71,6 +71,7 @@ def get_batcher(model: str | None = None) -> DynamicBatcher:
                 lambda: get_detector(model=name), max_batch=detector_max_batch(),
                 max_wait=settings.DETECTOR_BATCH_WAIT_MS / 1000,
                 threads=settings.DETECTOR_THREADS, bulk_slice=video_slice_frames(),
+                bulk_every=settings.IMAGE_BATCHES_PER_VIDEO_SLICE,
                 name=f"pmr-inference-{name}")
         return _batchers[name]
 

@@ -147,6 +147,9 @@ class VideoPartSerializer(serializers.Serializer):
     frames_done = serializers.IntegerField()
     attempts = serializers.IntegerField()
     worker = serializers.CharField()
+    requeued_because = serializers.CharField(
+        help_text="why it was last given to a new task: worker_lost (its worker stopped "
+                  "beating), stalled (no batch committed for STALL_SECONDS); empty if never")
 
 
 class WebhookSerializer(serializers.Serializer):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
-import threading
 import uuid
 from datetime import timedelta
 
@@ -18,9 +17,10 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from detection import notify
+from detection import leases, notify
 from detection.engine import ImageError, decode_image
 from detection.engine.detector import OutOfMemory
 from detection.inference import get_batcher, weights_sha256
@@ -42,8 +42,9 @@ CLIENT_ERROR_STATUS = dict(IMAGE_ERRORS.values())
 
 # Image jobs this process is running (started, not yet finished): the heartbeat renews
 # their leases.
-_in_hand: set[uuid.UUID] = set()
-_in_hand_lock = threading.Lock()
+image_leases = leases.register("image", leases.Leases(
+    Job, seconds=lambda: settings.IMAGE_STALE_SECONDS,
+    live=lambda: Q(kind=Job.Kind.IMAGE, status=Job.Status.QUEUED)))
 
 
 def _ms(start, end) -> float:
@@ -124,13 +125,8 @@ def image_job_run(*, job_id: str) -> None:
         job_fail(job=job, code="worker_lost", message=f"the worker died {job.attempts} "
                  "times running this job")
         return
-    with _in_hand_lock:
-        _in_hand.add(job.pk)
-    try:
+    with image_leases.hold(job.pk):
         _image_job_finish(job, started)
-    finally:
-        with _in_hand_lock:
-            _in_hand.discard(job.pk)
 
 
 def _image_job_finish(job: Job, started) -> None:
@@ -208,19 +204,6 @@ def _image_job_start(job_id, started) -> Job | None:
               ops.adapt_datetimefield_value(started)]
     rows = list(Job.objects.raw(sql, params))  # read to the end: SQLite commits then
     return rows[0] if rows else None
-
-
-def image_leases_renew(*, now=None) -> int:
-    """For the heartbeat: push back the lease of every image job this process is
-    running, so that a job waiting behind others in a busy worker is not taken for
-    one whose worker died. Returns how many were renewed."""
-    with _in_hand_lock:
-        held = list(_in_hand)
-    if not held:
-        return 0
-    now = now or timezone.now()
-    return Job.objects.filter(pk__in=held, status=Job.Status.QUEUED).update(
-        lease_expires=now + timedelta(seconds=settings.IMAGE_STALE_SECONDS))
 
 
 def requeue_stalled_images(*, now=None) -> list[str]:

@@ -19,11 +19,12 @@ _state: dict = {}
 
 
 def _beat(hostname: str, detector, queues: str, started) -> None:
-    """Report in and renew the leases of the image jobs in hand every
-    WORKER_HEARTBEAT_SECONDS; requeue dead workers' jobs every WATCHDOG_SECONDS (any
-    live worker may: requeueing is atomic per job)."""
+    """Report in and renew the leases of the work in hand (image jobs, video parts) every
+    WORKER_HEARTBEAT_SECONDS; requeue dead workers' jobs, and stalled video parts, every
+    WATCHDOG_SECONDS (any live worker may: requeueing is atomic per job)."""
+    from detection import leases
     from detection.models import WorkerHeartbeat
-    from detection.services import image_leases_renew, requeue_stalled_images
+    from detection.services import requeue_stalled_images
     from videos.services import requeue_stalled
 
     next_watch = 0.0
@@ -34,11 +35,13 @@ def _beat(hostname: str, detector, queues: str, started) -> None:
                 "pid": os.getpid(), "device": str(detector.device), "queues": queues,
                 "model_name": settings.DETECTOR_MODEL, "precision": detector.precision,
                 "started_at": started, "last_seen": timezone.now()})
-            image_leases_renew()
+            leases.renew_all()  # the image jobs and video parts this process holds
             if time.monotonic() >= next_watch:
                 next_watch = time.monotonic() + settings.WATCHDOG_SECONDS
-                for job_id in requeue_stalled() + requeue_stalled_images():
-                    logger.warning("job %s lost its worker: requeued", job_id)
+                for what in requeue_stalled():  # says why: the worker died, or stalled
+                    logger.warning("%s: requeued", what)
+                for job_id in requeue_stalled_images():
+                    logger.warning("image job %s lost its worker: requeued", job_id)
         except Exception:
             logger.warning("heartbeat failed", exc_info=True)  # the database may be down
         if _stop.wait(settings.WORKER_HEARTBEAT_SECONDS):

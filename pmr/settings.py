@@ -198,11 +198,20 @@ DETECTOR_BATCH_WAIT_MS = env_float("DETECTOR_BATCH_WAIT_MS", 0.0, minimum=0, max
 # Frames a video's worker commits together (detections, progress, the renewed lease).
 VIDEO_BATCH_SIZE = env_int("VIDEO_BATCH_SIZE", DETECTOR_MAX_BATCH or 8, minimum=1,
                            maximum=256)
+# A running video part's lease: its worker's heartbeat renews it while the task holding
+# the part is alive; once it lapses, the worker is taken for dead and the part is sent again.
 VIDEO_LEASE_SECONDS = env_float("VIDEO_LEASE_SECONDS", 30, minimum=2)
+# A live task that commits no batch of its video part for this long is stalled: the part
+# is taken from it and sent again (failed "stalled" after JOB_MAX_ATTEMPTS).
+STALL_SECONDS = env_float("STALL_SECONDS", 600, minimum=1)
 # A worker runs image requests before video frames; a video batch runs in slices of this
 # many frames, so that an image waits for at most one slice (0: auto, 2 frames on a CPU,
 # the whole batch on a GPU, where a batch takes milliseconds).
 VIDEO_SLICE_FRAMES = env_int("VIDEO_SLICE_FRAMES", 0, minimum=0, maximum=256)
+# ... but a running video is never starved: while video frames wait, at most this many
+# image batches run in a row before one video slice (see detection/batching.py).
+IMAGE_BATCHES_PER_VIDEO_SLICE = env_int("IMAGE_BATCHES_PER_VIDEO_SLICE", 3, minimum=1,
+                                        maximum=1000)
 # A request for an annotated video that produced nothing after this long may be repeated.
 ANNOTATION_RETRY_SECONDS = env_float("ANNOTATION_RETRY_SECONDS", 600, minimum=1)
 # Long videos are cut into up to VIDEO_MAX_PARTS parts of at least VIDEO_PART_MIN_FRAMES
@@ -239,9 +248,10 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 # Workers report every WORKER_HEARTBEAT_SECONDS; /readyz forgets them after STALE seconds.
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 2.0, minimum=0.1)
 WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 6.0, minimum=0.5)
-if IMAGE_STALE_SECONDS < 2 * WORKER_HEARTBEAT_SECONDS:
-    raise ImproperlyConfigured(f"IMAGE_STALE_SECONDS={IMAGE_STALE_SECONDS}: must be at least "
-                               "twice WORKER_HEARTBEAT_SECONDS (the heartbeat renews the lease)")
+for _lease in ("IMAGE_STALE_SECONDS", "VIDEO_LEASE_SECONDS"):
+    if globals()[_lease] < 2 * WORKER_HEARTBEAT_SECONDS:
+        raise ImproperlyConfigured(f"{_lease}={globals()[_lease]}: must be at least twice "
+                                   "WORKER_HEARTBEAT_SECONDS (the heartbeat renews the lease)")
 
 # How long POST /api/detect/image waits for the worker before answering 202.
 DETECT_WAIT_SECONDS = env_float("DETECT_WAIT_SECONDS", 30.0, minimum=0, maximum=600)

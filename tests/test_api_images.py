@@ -193,7 +193,7 @@ def test_the_heartbeat_renews_the_lease_of_a_job_waiting_in_its_worker(
         job.refresh_from_db()
         first_lease = job.lease_expires
         later = timezone.now() + timedelta(seconds=45)
-        assert services.image_leases_renew(now=later) == 1
+        assert services.image_leases.renew(now=later) == 1
         job.refresh_from_db()
         assert job.lease_expires == later + timedelta(seconds=60) > first_lease
         # No other worker takes it meanwhile: nothing lapses at the time of the old lease.
@@ -203,7 +203,7 @@ def test_the_heartbeat_renews_the_lease_of_a_job_waiting_in_its_worker(
         worker.join(60)
     job.refresh_from_db()
     assert job.status == "succeeded" and job.attempts == 1
-    assert services.image_leases_renew() == 0  # finished: out of hand
+    assert services.image_leases.renew() == 0  # finished: out of hand
 
 
 def test_the_job_list_is_the_callers_own_paginated_and_filterable(api, user):

@@ -271,3 +271,57 @@ def test_a_worker_running_its_share_of_parts_defers_the_next_one(api, tiny_paths
         app.conf.broker_url = broker
     services.video_part_run(job_id=job_id, index=0)  # a free slot: still not taken from it
     assert VideoPart.objects.get(pk=part.pk).attempts == 0
+
+
+def test_a_held_part_is_renewed_a_stalled_one_requeued_and_failed_stalled(api, tiny_paths,
+                                                                          short_clip, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pmr.celery import app
+    from videos import services
+    from videos.models import VideoPart
+
+    broker = app.conf.broker_url
+    app.conf.broker_url = "memory://"  # what the watchdog sends, nobody runs
+    try:
+        job_id = submit(api, short_clip).json()["id"]
+        now = timezone.now()
+        owner = "w:1:2"
+        VideoPart.objects.filter(job_id=job_id).update(
+            status="running", lease_owner=owner, attempts=1, progressed_at=now,
+            lease_expires=now + timedelta(seconds=settings.VIDEO_LEASE_SECONDS))
+        Job.objects.filter(pk=job_id).update(status="running")
+        part = VideoPart.objects.get(job_id=job_id)
+
+        # Held by this process: the heartbeat renews it, however long its batch takes.
+        later = now + timedelta(seconds=10 * settings.VIDEO_LEASE_SECONDS)
+        with services.part_leases.hold(part.pk, owner):
+            assert services.part_leases.renew(now=later) == 1
+            with services.part_leases.hold(part.pk, "w:1:3"):  # not the part's owner
+                assert services.part_leases.renew(now=later) == 0
+        assert services.part_leases.renew(now=later) == 0  # out of hand
+        part.refresh_from_db()
+        assert part.lease_expires == later + timedelta(seconds=settings.VIDEO_LEASE_SECONDS)
+        assert services.requeue_stalled(now=later) == []  # alive, and progress is recent
+
+        # Alive (renewed) but no batch for STALL_SECONDS: stalled, taken from its task.
+        stuck = now + timedelta(seconds=settings.STALL_SECONDS + 1)
+        VideoPart.objects.filter(pk=part.pk).update(
+            lease_expires=stuck + timedelta(seconds=settings.VIDEO_LEASE_SECONDS))
+        assert services.requeue_stalled(now=stuck) == [
+            f"video job {job_id} part 0 stalled (no batch committed for "
+            f"{settings.STALL_SECONDS:g} s)"]
+        part.refresh_from_db()
+        assert (part.lease_owner, part.requeued_because) == ("", "stalled")
+        assert services.requeue_stalled(now=stuck) == []  # requeued once, not every tick
+
+        # Its attempts spent, it fails as stalled, not as a dead worker.
+        VideoPart.objects.filter(pk=part.pk).update(attempts=settings.JOB_MAX_ATTEMPTS)
+        services.video_part_run(job_id=job_id, index=0)
+    finally:
+        app.conf.broker_url = broker
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "failed" and job.error_code == "stalled"
+    assert "made no progress" in job.error_message and "died" not in job.error_message

@@ -36,7 +36,7 @@ def images(darknet_dir):
             for name in ("dog", "horses", "person", "eagle")}
 
 
-def gated_batcher(detector, *, max_batch: int, bulk_slice: int = 0):
+def gated_batcher(detector, *, max_batch: int, bulk_slice: int = 0, bulk_every: int = 3):
     """A batcher whose thread waits for ``gate`` before loading: everything submitted
     before that is queued, as under load."""
     gate, loaded_on = threading.Event(), []
@@ -47,7 +47,7 @@ def gated_batcher(detector, *, max_batch: int, bulk_slice: int = 0):
         return detector
 
     batcher = DynamicBatcher(load, max_batch=max_batch, max_wait=0.0, bulk_slice=bulk_slice,
-                             name="pmr-inference-t")
+                             bulk_every=bulk_every, name="pmr-inference-t")
     return batcher, gate, loaded_on
 
 
@@ -109,6 +109,32 @@ def test_images_go_before_video_frames_which_run_in_slices(tiny_fp32, images):
     assert [r.batch_size for r in frames] == [2, 2, 2, 2, 1]
     for name, result in zip(order, frames, strict=True):
         assert result.detections == tiny_fp32.detect([images[name]])[0]
+
+
+def test_a_stream_of_images_that_never_lets_up_does_not_starve_a_video(tiny_fp32, images):
+    # Image requests keep arriving, one more with every forward pass, so that there is
+    # always one waiting: after 2 image batches in a row, the video gets a slice.
+    recording = RecordingDetector(tiny_fp32)
+    batcher, gate, _ = gated_batcher(recording, max_batch=1, bulk_slice=2, bulk_every=2)
+    options = tiny_fp32.options()
+    video = batcher.submit_many([images["horses"]] * 4, [options] * 4, bulk=True)
+    stream = [batcher.submit(images["dog"], options) for _ in range(3)]
+
+    def another_image(calls: int) -> None:
+        if calls < 12:
+            stream.append(batcher.submit(images["dog"], options))
+
+    recording.on_call = another_image
+    gate.set()
+    frames = video.result(60)
+    for pending in list(stream):
+        pending.result(60)
+    sizes = [size for _, size in recording.calls]
+    # 1 = an image batch, 2 = a video slice: the video's two slices come after 2 image
+    # batches each, although images were waiting all the while.
+    assert sizes[:6] == [1, 1, 2, 1, 1, 2], sizes
+    assert [r.detections for r in frames] == [tiny_fp32.detect([images["horses"]])[0]] * 4
+    assert all(p.result().detections == tiny_fp32.detect([images["dog"]])[0] for p in stream)
 
 
 def test_without_a_slice_a_video_batch_runs_whole_and_a_failure_fails_it_alone(tiny_fp32,

@@ -10,10 +10,16 @@ from detection.models import Job
 class VideoPart(models.Model):
     """Frames [start_frame, end_frame) of a video job, processed by one task at a time.
 
-    The task holding the part renews its lease with every batch it commits (with the
-    batch's detections and the progress); a lapsed lease means the worker died, and the
-    watchdog gives the part to a new task, which resumes at ``next_frame``.
+    The heartbeat of the worker holding the part renews its lease while the task runs;
+    a lapsed lease means the worker died, and the watchdog gives the part to a new task,
+    which resumes at ``next_frame``. ``progressed_at`` is when the task last committed a
+    batch: a live task that commits none for STALL_SECONDS is stalled, and the part is
+    taken from it the same way.
     """
+
+    class Requeued(models.TextChoices):
+        WORKER_LOST = "worker_lost", "its worker died"
+        STALLED = "stalled", "it made no progress"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -35,6 +41,10 @@ class VideoPart(models.Model):
     lease_expires = models.DateTimeField(
         help_text="by when the part must be claimed or renewed before it is requeued")
     worker = models.CharField(max_length=255, blank=True)
+    progressed_at = models.DateTimeField(
+        null=True, blank=True, help_text="when its task was given it or last committed a batch")
+    requeued_because = models.CharField(max_length=16, choices=Requeued.choices, blank=True,
+                                        help_text="why it was last sent to a new task")
 
     class Meta:
         ordering = ("job", "index")

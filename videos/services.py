@@ -1,11 +1,14 @@
 """Writes for video jobs: submit, run in parts (resumable, leased), cancel, annotate.
 
 A video job is split into parts — ranges of frames — that any number of workers process
-in parallel. A part is processed under a lease: the task holding it renews the lease with
-every batch it commits, in the same transaction as the batch's detections and the
-progress. A worker that dies stops renewing; the watchdog (see ``detection.worker``)
-gives the part to a new task, which resumes from the part's last committed batch — so no
-frame is lost or stored twice. Parts are cut at multiples of the batch size (in
+in parallel. A part is processed under a lease, which the heartbeat of the worker holding
+it renews for as long as the task runs (``detection.leases``). A worker that dies stops
+renewing; the watchdog (see ``detection.worker``) gives the part to a new task, which
+resumes from the part's last committed batch — so no frame is lost or stored twice. Each
+batch commits its detections with the progress (``next_frame``, ``progressed_at``); a
+live task that commits none for STALL_SECONDS is stalled, and its part goes to a new task
+the same way, counted as an attempt, and failed "stalled" (not "the worker died") once
+the attempts are spent. Parts are cut at multiples of the batch size (in
 processed frames), so every batch is the one a single worker would have run: the merged
 result equals a single-worker run, frame for frame. The task that finishes the last
 part finishes the job (decided under a row lock, not by a chord callback, so that a part
@@ -31,7 +34,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from detection import notify
+from detection import leases, notify
 from detection.inference import get_batcher, weights_sha256
 from detection.models import Detection, Job
 from detection.services import BROKER_ERRORS, job_fail
@@ -50,6 +53,13 @@ _EXACT_FRAME_COUNTS = ("video/mp4", "video/quicktime", "video/x-m4v", "video/3gp
 
 class LeaseLost(Exception):
     """The part was taken over, or its job cancelled, failed or deleted."""
+
+
+# Video parts this process is running: the heartbeat renews their leases.
+part_leases = leases.register("video_part", leases.Leases(
+    VideoPart, seconds=lambda: settings.VIDEO_LEASE_SECONDS, owner_field="lease_owner",
+    live=lambda: Q(status=VideoPart.Status.RUNNING,
+                   job__status__in=(Job.Status.QUEUED, Job.Status.RUNNING))))
 
 
 def video_limits() -> VideoLimits:
@@ -201,7 +211,7 @@ def _claim(job_id: str, index: int, owner: str, worker: str) -> VideoPart | None
         status__in=(VideoPart.Status.QUEUED, VideoPart.Status.RUNNING),
     ).update(status=VideoPart.Status.RUNNING, lease_owner=owner,
              lease_expires=now + timedelta(seconds=settings.VIDEO_LEASE_SECONDS),
-             attempts=F("attempts") + 1, worker=worker)
+             progressed_at=now, attempts=F("attempts") + 1, worker=worker)
     if not taken:
         return None
     Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(status=Job.Status.RUNNING,
@@ -290,11 +300,18 @@ def _run_part(job_id: str, index: int, worker: str) -> None:
         return  # finished, cancelled, deleted, or another worker holds it
     job = part.job
     if part.attempts > settings.JOB_MAX_ATTEMPTS:
-        _fail(job, code="worker_lost", message=f"the worker died {part.attempts - 1} times "
-              f"processing frames {part.start_frame}.. of this video")
+        tried = part.attempts - 1
+        if part.requeued_because == VideoPart.Requeued.STALLED:
+            _fail(job, code="stalled", message=f"processing frames {part.start_frame}.. of "
+                  f"this video made no progress for {settings.STALL_SECONDS:g} s, {tried} "
+                  "times (its worker was alive)")
+        else:
+            _fail(job, code="worker_lost", message=f"the worker died {tried} times "
+                  f"processing frames {part.start_frame}.. of this video")
         return
     try:
-        _process_part(job, part, owner)
+        with part_leases.hold(part.pk, owner):
+            _process_part(job, part, owner)
     except LeaseLost:
         logger.info("video job %s part %d: stopped (cancelled, failed, deleted or taken "
                     "over)", job_id, index)
@@ -313,6 +330,8 @@ def _process_part(job: Job, part: VideoPart, owner: str) -> None:
     # next_frame is stored — but an attempt cut short between the two would leave some.
     upto = Q(frame_index__lt=part.end_frame) if part.end_frame is not None else Q()
     Detection.objects.filter(upto, job=job, frame_index__gte=part.next_frame).delete()
+    logger.info("video job %s part %d: attempt %d, from frame %d", job.pk, part.index,
+                part.attempts, part.next_frame)
     batch_size = settings.VIDEO_BATCH_SIZE
     with local_or_url(job.input_file.name) as source, FrameReader(
             source, selection_for(job), start=part.next_frame, end=part.end_frame,
@@ -331,7 +350,7 @@ def _process_part(job: Job, part: VideoPart, owner: str) -> None:
                 renewed = VideoPart.objects.filter(
                     pk=part.pk, lease_owner=owner, job__status=Job.Status.RUNNING,
                 ).update(next_frame=batch[-1].index + 1, frames_done=F("frames_done") + len(batch),
-                         lease_expires=_deadline(settings.VIDEO_LEASE_SECONDS))
+                         progressed_at=timezone.now())
                 if not renewed:
                     raise LeaseLost
                 Job.objects.filter(pk=job.pk).update(
@@ -439,28 +458,45 @@ def annotation_request(*, job: Job, enqueue) -> bool:
 
 
 def requeue_stalled(*, now=None) -> list[str]:
-    """For the watchdog: parts whose lease lapsed — a dead worker's, or a message lost
-    before any worker started it — go to a new task.
+    """For the watchdog: parts to send to a new task, each said with why —
 
-    The lease is pushed forward as the part is requeued, so that one stalled part is
-    requeued once (by one watchdog), not on every tick.
+    - its lease lapsed: its worker stopped beating (died, hung, lost the database), or
+      its message was lost before any worker started it;
+    - it stalled: its task is alive but committed no batch for STALL_SECONDS.
+
+    The lease is pushed forward as the part is requeued, so that one part is requeued
+    once (by one watchdog), not on every tick. A stalled task loses its part: it stops
+    at its next batch (LeaseLost).
     """
     from videos.tasks import process_video_part
 
     now = now or timezone.now()
-    requeued = []
+    active = Q(job__status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
+    lapsed = VideoPart.objects.filter(
+        active, status__in=(VideoPart.Status.QUEUED, VideoPart.Status.RUNNING),
+        lease_expires__lt=now)
     stalled = VideoPart.objects.filter(
-        status__in=(VideoPart.Status.QUEUED, VideoPart.Status.RUNNING), lease_expires__lt=now,
-        job__status__in=(Job.Status.QUEUED, Job.Status.RUNNING),
-    ).values_list("pk", "job_id", "index", "lease_expires")
-    for pk, job_id, index, expires in stalled:
-        taken = VideoPart.objects.filter(pk=pk, lease_expires=expires).update(
-            lease_owner="", lease_expires=now + timedelta(seconds=settings.QUEUE_STALE_SECONDS))
-        if taken:
+        active, status=VideoPart.Status.RUNNING, lease_expires__gte=now,
+        progressed_at__lt=now - timedelta(seconds=settings.STALL_SECONDS)).exclude(
+        lease_owner="")
+    requeued = []
+    for because, parts in ((VideoPart.Requeued.WORKER_LOST, lapsed),
+                           (VideoPart.Requeued.STALLED, stalled)):
+        for pk, job_id, index, expires, started in parts.values_list(
+                "pk", "job_id", "index", "lease_expires", "attempts"):
+            taken = VideoPart.objects.filter(pk=pk, lease_expires=expires).update(
+                lease_owner="", requeued_because=because if started else "",
+                lease_expires=now + timedelta(seconds=settings.QUEUE_STALE_SECONDS))
+            if not taken:
+                continue
             try:
                 process_video_part.delay(str(job_id), index)
             except BROKER_ERRORS:
                 VideoPart.objects.filter(pk=pk).update(lease_expires=now)  # next tick, again
-                break
-            requeued.append(f"{job_id} part {index}")
+                return requeued
+            if because == VideoPart.Requeued.STALLED:
+                why = f"stalled (no batch committed for {settings.STALL_SECONDS:g} s)"
+            else:
+                why = "lost its worker" if started else "was never started"
+            requeued.append(f"video job {job_id} part {index} {why}")
     return requeued

@@ -57,7 +57,10 @@ class Service:
                "SECRET_KEY": f"integration-{run_id}", "PMR_QUEUE_PREFIX": f"it{run_id}-",
                "WORKER_HEARTBEAT_SECONDS": "1", "WORKER_STALE_SECONDS": "4",
                "VIDEO_LEASE_SECONDS": "4", "WATCHDOG_SECONDS": "1",
-               "WEBHOOK_BACKOFF_SECONDS": "0.2",
+               "WEBHOOK_BACKOFF_SECONDS": "0.2", "WEBHOOK_ALLOW_PRIVATE": "true",
+               # Tests poll jobs from several threads at once; the per-user rate limit's
+               # own tests set it low themselves.
+               "THROTTLE_USER_RATE": "100000/minute",
                "WEB_CONCURRENCY": "2", "WEB_THREADS": "16", "GUNICORN_ACCESS_LOG": ""}
         service = cls(workdir=workdir, env=env, backends={})
         database_url = os.environ.get("DATABASE_URL", "")
@@ -193,15 +196,34 @@ class Service:
                              files={"video": (name, data)}, data=fields, timeout=300)
 
     def wait_job(self, url: str, timeout: float = 300, until=None) -> dict:
-        """Poll a job until it is finished (or ``until(job)`` holds)."""
+        """Poll a job until it is finished, or until ``until(job)`` holds: then a job that
+        failed or was cancelled first is an error at once, not a wait to the timeout (one
+        that succeeded may still have its webhook to come). Four polls a second: well
+        under the per-user rate limit, even with a few jobs polled at once."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = self.get(url).json()
-            if (until(job) if until else job["status"] in ("succeeded", "failed", "cancelled")):
+            job = self.job(url)
+            finished = job["status"] in ("succeeded", "failed", "cancelled")
+            if until(job) if until else finished:
                 return job
-            time.sleep(0.1)
-        raise TimeoutError(f"job {url} still {job['status']} after {timeout}s:\n"
-                           + "\n".join(f"--- {n}\n{self.log(n)}" for n in self.processes))
+            if until and job["status"] in ("failed", "cancelled"):
+                raise AssertionError(f"job {url} ended {job['status']} ({job.get('error')}) "
+                                     "before the state awaited:\n" + self.logs())
+            time.sleep(0.25)
+        raise TimeoutError(f"job {url} still {job['status']} after {timeout}s:\n" + self.logs())
+
+    def job(self, url: str) -> dict:
+        """A job's JSON (after a 429, once its Retry-After has passed)."""
+        while True:
+            response = self.get(url)
+            if response.status_code != 429:
+                break
+            time.sleep(float(response.headers.get("Retry-After", 1)))
+        assert response.status_code == 200, (url, response.status_code, response.text)
+        return response.json()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{self.log(n)}" for n in self.processes)
 
     def _url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.base_url}{path}"
