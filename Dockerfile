@@ -20,7 +20,8 @@ RUN /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/req
 FROM python:${PYTHON_VERSION}-slim-bookworm AS cpu
 ARG FETCH_WEIGHTS=0
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    PMR_VAR_DIR=/app/var MEDIA_ROOT=/app/media WEIGHTS_DIR=/app/weights STATIC_ROOT=/app/static
+    PMR_VAR_DIR=/app/var MEDIA_ROOT=/app/media WEIGHTS_DIR=/app/weights STATIC_ROOT=/app/static \
+    BIND=0.0.0.0
 RUN apt-get update && apt-get install -y --no-install-recommends curl libgomp1 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 pmr \
@@ -57,6 +58,7 @@ FROM cuda-base AS cuda
 ARG FETCH_WEIGHTS=0
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     PMR_VAR_DIR=/app/var MEDIA_ROOT=/app/media WEIGHTS_DIR=/app/weights STATIC_ROOT=/app/static \
+    BIND=0.0.0.0 \
     DETECTOR_DEVICE=cuda
 RUN useradd --create-home --uid 10001 pmr \
     && mkdir -p /app/var /app/media /app/weights /app/static && chown -R pmr:pmr /app

@@ -17,10 +17,11 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 from django.db.models import Max
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -155,9 +156,10 @@ def _min_confidence(body: dict, default: float) -> float:
     return min(float(value), 99.9) / 100
 
 
-def _object_source(s3_object: dict) -> tuple[str, Callable[[], bytes]]:
-    """(a name, a reader) for an S3Object: the S3-compatible store PMR is configured with,
-    or a local folder standing in for buckets (REKOGNITION_BUCKETS_DIR/<bucket>/<key>)."""
+def _object_source(s3_object: dict) -> tuple[str, Callable[[], BinaryIO]]:
+    """(a name, an opener of a binary stream) for an S3Object: the S3-compatible store PMR
+    is configured with, or a local folder standing in for buckets
+    (REKOGNITION_BUCKETS_DIR/<bucket>/<key>). Nothing is read until the stream is."""
     bucket, key = s3_object.get("Bucket"), s3_object.get("Name")
     if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
         raise _parameter("S3Object needs Bucket and Name")
@@ -166,14 +168,14 @@ def _object_source(s3_object: dict) -> tuple[str, Callable[[], bytes]]:
 
         client = storages["default"].connection.meta.client
 
-        def read() -> bytes:
+        def open_object() -> BinaryIO:
             try:
-                return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                return client.get_object(Bucket=bucket, Key=key)["Body"]
             except Exception as exc:
                 raise RekognitionError("InvalidS3ObjectException",
                                        f"Unable to get object metadata from S3: {exc}") from None
 
-        return key, read
+        return key, open_object
     root = Path(settings.REKOGNITION_BUCKETS_DIR) if settings.REKOGNITION_BUCKETS_DIR else None
     if root is None:
         raise RekognitionError("InvalidS3ObjectException",
@@ -186,7 +188,39 @@ def _object_source(s3_object: dict) -> tuple[str, Callable[[], bytes]]:
         raise RekognitionError("InvalidS3ObjectException",
                                "Unable to get object metadata from S3. Check object key, region "
                                "and/or access permissions.")
-    return key, path.read_bytes
+    return key, lambda: path.open("rb")
+
+
+def _read_at_most(open_stream: Callable[[], BinaryIO], limit: int) -> bytes:
+    """The object's bytes, up to one past ``limit`` (enough to tell that it is too large)."""
+    stream = open_stream()
+    try:
+        return stream.read(limit + 1)
+    finally:
+        stream.close()
+
+
+def _spooled_to_disk(name: str, open_stream: Callable[[], BinaryIO],
+                     limit: int) -> TemporaryUploadedFile:
+    """The object copied to a temporary file in chunks (never whole in memory); a 413
+    past ``limit`` bytes, read no further."""
+    upload = TemporaryUploadedFile(name, "application/octet-stream", 0, None)
+    stream = open_stream()
+    try:
+        while chunk := stream.read(1 << 20):
+            upload.size += len(chunk)
+            if upload.size > limit:
+                raise ApiError("too_large", f"the object is over {limit} bytes, the limit",
+                               status_code=413, details={"max_bytes": limit})
+            upload.write(chunk)
+    except Exception:
+        upload.close()
+        raise
+    finally:
+        stream.close()
+    upload.flush()
+    upload.seek(0)
+    return upload
 
 
 def _image_bytes(body: dict) -> tuple[str, bytes]:
@@ -200,8 +234,8 @@ def _image_bytes(body: dict) -> tuple[str, bytes]:
             raise _parameter("Image.Bytes is not base64") from None
         name = "image"
     else:
-        name, read = _object_source(image["S3Object"])
-        data = read()
+        name, open_stream = _object_source(image["S3Object"])
+        data = _read_at_most(open_stream, MAX_IMAGE_BYTES)
     if len(data) > MAX_IMAGE_BYTES:
         raise RekognitionError("ImageTooLargeException",
                                f"Image size is too large: {len(data)} bytes, at most "
@@ -278,15 +312,18 @@ def start_label_detection(body: dict, user) -> dict:
         earlier = Job.objects.filter(owner=user, idempotency_key=f"rekognition:{token}").first()
         if earlier is not None:
             return {"JobId": str(earlier.pk)}
-    name, read = _object_source(video["S3Object"])
+    name, open_stream = _object_source(video["S3Object"])
     params = {"min_confidence": _min_confidence(body, 50), "iou_threshold": 0.45,
               "classes": None, "max_detections": 100, "annotate": False,
               "rekognition": {"job_tag": body.get("JobTag"),
                               "notification_channel": body.get("NotificationChannel")}}
     try:
-        job, _ = video_services.video_job_submit(
-            owner=user, upload=SimpleUploadedFile(os.path.basename(name), read()),
-            params=params, idempotency_key=f"rekognition:{token}" if token else "")
+        upload = _spooled_to_disk(os.path.basename(name), open_stream,
+                                  settings.MAX_VIDEO_UPLOAD_BYTES)
+        with upload:
+            job, _ = video_services.video_job_submit(
+                owner=user, upload=upload, params=params,
+                idempotency_key=f"rekognition:{token}" if token else "")
     except ApiError as exc:
         raise _translate(exc, video=True) from None
     return {"JobId": str(job.pk)}

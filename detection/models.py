@@ -60,6 +60,9 @@ class Job(models.Model):
         "by when its worker must renew it) before the watchdog requeues it")
     idempotency_key = models.CharField(max_length=255, blank=True)
     callback_url = models.URLField(max_length=2000, blank=True)
+    base_url = models.CharField(max_length=500, blank=True,
+                                help_text="the API's address as the submitter saw it: the "
+                                          "absolute URLs in the webhook's body")
     webhook_log = models.JSONField(default=list, blank=True)
     annotated_file = models.FileField(max_length=255, blank=True)
     annotation_requested_at = models.DateTimeField(null=True, blank=True)

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from detection.inference import class_names
 from detection.models import AddedBox, Detection, Job, ReviewEvent
+from detection.services import MEDIA_FIELDS, job_create
 from detection.uploads import stored_name
 from pmr.errors import ApiError
 from pmr.storage import local_or_url
@@ -120,13 +121,11 @@ def job_rerun(*, job: Job, user, model_name: str | None = None,
     with default_storage.open(job.input_file.name, "rb") as stream:
         name = default_storage.save(stored_name(f"{job.kind}s", extension), File(stream))
     with transaction.atomic():
-        rerun = Job.objects.create(
+        rerun = job_create(
             kind=job.kind, owner=job.owner, params=params, model_name=model, input_file=name,
-            original_filename=job.original_filename, content_type=job.content_type,
-            file_size=job.file_size, width=job.width, height=job.height, fps=job.fps,
-            frame_count=job.frame_count, duration_ms=job.duration_ms,
-            frames_total=selection_for(job).count(job.frame_count or 0)
-            if job.kind == Job.Kind.VIDEO else None, parent=job)
+            parent=job, frames_total=selection_for(job).count(job.frame_count or 0)
+            if job.kind == Job.Kind.VIDEO else None,
+            **{field: getattr(job, field) for field in MEDIA_FIELDS})
         ReviewEvent.objects.create(job=job, action=ReviewEvent.Action.RERUN, user=user,
                                    details={"rerun": str(rerun.pk), "model": model,
                                             "params": params})

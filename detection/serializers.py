@@ -65,6 +65,13 @@ class DetectVideoSerializer(DetectParamsSerializer):
         url = data.get("callback_url")
         if url and not url.startswith(("http://", "https://")):
             raise serializers.ValidationError({"callback_url": "must be http(s)"})
+        if url:
+            from pmr.outbound import RefusedAddress, check_public
+
+            try:
+                check_public(url)
+            except RefusedAddress as exc:
+                raise serializers.ValidationError({"callback_url": str(exc)}) from exc
         return data
 
 
@@ -158,8 +165,12 @@ class WebhookSerializer(serializers.Serializer):
 
 
 def _absolute(context: dict, path: str) -> str:
+    """An absolute URL: from the request, else from ``base_url`` (a webhook's body)."""
     request = context.get("request")
-    return request.build_absolute_uri(path) if request else path
+    if request is not None:
+        return request.build_absolute_uri(path)
+    base = context.get("base_url", "")
+    return f"{base.rstrip('/')}{path}" if base else path
 
 
 class JobSerializer(serializers.ModelSerializer):

@@ -51,6 +51,24 @@ def _ms(start, end) -> float:
     return (end - start).total_seconds() * 1000
 
 
+# What a job keeps of its input, copied to a re-run of it.
+MEDIA_FIELDS = ("original_filename", "content_type", "file_size", "width", "height", "fps",
+                "frame_count", "duration_ms", "codec")
+
+
+def job_create(*, kind: str, owner, params: dict, input_file: str, model_name: str = "",
+               job_id: uuid.UUID | None = None, **fields) -> Job:
+    """Create a queued job: the one way every path (API, compatibility layers, re-runs)
+    does, so that each has what the workers and the watchdog need — a lease, by which a
+    job whose message is lost is sent again; the model; the input. ``fields``: the
+    input's facts (MEDIA_FIELDS), ``frames_total``, ``callback_url``, ``parent``..."""
+    return Job.objects.create(
+        id=job_id or uuid.uuid4(), kind=kind, owner=owner, params=params,
+        model_name=model_name or settings.DETECTOR_MODEL, input_file=input_file,
+        lease_expires=timezone.now() + timedelta(seconds=settings.QUEUE_STALE_SECONDS),
+        **fields)
+
+
 def image_job_submit(*, owner, upload: UploadedFile, params: dict,
                      job_id: uuid.UUID | None = None) -> Job:
     """Check the upload, store it under a generated name, create the job, queue it.
@@ -65,10 +83,8 @@ def image_job_submit(*, owner, upload: UploadedFile, params: dict,
     name = default_storage.save(stored_name("images", info.extension), upload)
     try:
         with transaction.atomic():  # committed before the task can look for it
-            job = Job.objects.create(
-                id=job_id or uuid.uuid4(), kind=Job.Kind.IMAGE, owner=owner, params=params,
-                lease_expires=timezone.now() + timedelta(seconds=settings.QUEUE_STALE_SECONDS),
-                model_name=settings.DETECTOR_MODEL, input_file=name,
+            job = job_create(
+                job_id=job_id, kind=Job.Kind.IMAGE, owner=owner, params=params, input_file=name,
                 original_filename=safe_original_name(upload.name),
                 content_type=info.content_type, file_size=upload.size,
                 width=info.width, height=info.height)

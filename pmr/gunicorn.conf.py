@@ -2,7 +2,14 @@
 
 import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+_var = os.environ.get("PMR_VAR_DIR", os.path.join(os.getcwd(), "var"))
+
+_port = os.environ.get("PORT", "8000")
+# Loopback unless BIND says otherwise (the container sets BIND=0.0.0.0).
+bind = f"{os.environ.get('BIND', '127.0.0.1')}:{_port}"
+# The control socket is this server's own, under its instance's var/ and named by its
+# port: two instances on one host (or two servers of one instance) never share one.
+control_socket = os.path.join(_var, f"gunicorn-{_port}.ctl")
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # A detect request waits for its worker: threads let a web process hold many of them.
@@ -15,9 +22,8 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 # Prometheus multiprocess mode: each web process writes its samples here; /metrics sums them.
-_metrics_dir = os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR",
-    os.path.join(os.environ.get("PMR_VAR_DIR", os.path.join(os.getcwd(), "var")), "prometheus"))
+_metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_var, "prometheus"))
+os.makedirs(_var, exist_ok=True)
 
 
 def on_starting(server):

@@ -233,6 +233,9 @@ WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
 WEBHOOK_BACKOFF_SECONDS = env_float("WEBHOOK_BACKOFF_SECONDS", 2, minimum=0)
 WEBHOOK_MAX_SECONDS = env_float("WEBHOOK_MAX_SECONDS", 600, minimum=1)
 WEBHOOK_SECRET = env_secret("WEBHOOK_SECRET") or ""
+# callback_url may name a loopback, private or link-local address (refused by default:
+# see pmr/outbound.py).
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
 
 # Retention (0: keep forever): uploaded media and outputs of jobs finished more than
 # RETENTION_MEDIA_DAYS ago are deleted (the records stay); jobs finished more than

@@ -157,6 +157,29 @@ def test_a_rerun_is_a_new_job_linked_to_the_old_one(admin_client, eager_celery, 
     assert ReviewEvent.objects.filter(job=dog_job, action="rerun").exists()
 
 
+def test_a_rerun_whose_message_is_lost_is_sent_again_by_the_watchdog(admin_client, dog_job,
+                                                                     eager_celery):
+    from datetime import timedelta
+
+    from detection.services import requeue_stalled_images
+
+    eager_celery.conf.task_always_eager = False
+    broker = eager_celery.conf.broker_url
+    eager_celery.conf.broker_url = "memory://"  # the message goes where no worker listens
+    try:
+        post_review(admin_client, dog_job, action="rerun", model="yolov3-tiny")
+    finally:
+        eager_celery.conf.broker_url = broker
+        eager_celery.conf.task_always_eager = True
+    rerun = Job.objects.get(parent=dog_job)
+    assert rerun.status == "queued" and rerun.lease_expires is not None
+    assert rerun.codec == dog_job.codec and rerun.content_type == dog_job.content_type
+    later = rerun.lease_expires + timedelta(seconds=1)
+    assert requeue_stalled_images(now=later) == [str(rerun.pk)]  # runs inline, eagerly
+    rerun.refresh_from_db()
+    assert rerun.status == "succeeded"
+
+
 def test_the_job_page_draws_the_boxes_over_the_image(admin_client, dog_job):
     page = admin_client.get(reverse("admin:detection_job_change", args=[dog_job.pk]))
     assert page.status_code == 200

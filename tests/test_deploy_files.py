@@ -144,3 +144,22 @@ def test_make_run_starts_the_procfile_programs_from_the_venv():
     paths = found.stdout.split()
     assert len(paths) == len(programs), found.stdout + found.stderr
     assert all(Path(p).resolve().parent == (venv / "bin").resolve() for p in paths), paths
+
+
+def test_gunicorn_binds_loopback_and_keeps_its_control_socket_in_its_own_var(tmp_path,
+                                                                             monkeypatch,
+                                                                             dockerfile):
+    import runpy
+
+    for var in ("a", "b"):
+        monkeypatch.setenv("PMR_VAR_DIR", str(tmp_path / var))
+        monkeypatch.delenv("BIND", raising=False)
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+        config = runpy.run_path(str(ROOT / "pmr" / "gunicorn.conf.py"))
+        port = os.environ.get("PORT", "8000")
+        assert config["bind"] == f"127.0.0.1:{port}"
+        assert config["control_socket"] == str(tmp_path / var / f"gunicorn-{port}.ctl")
+    monkeypatch.setenv("BIND", "0.0.0.0")
+    assert runpy.run_path(str(ROOT / "pmr" / "gunicorn.conf.py"))["bind"].startswith("0.0.0.0:")
+    # The containers publish the port: they bind every interface.
+    assert dockerfile.count("BIND=0.0.0.0") == 2

@@ -22,6 +22,7 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.conftest import missing
 from tests.integration.proxy import CuttableProxy
 from tests.integration.service import Service
 from tests.integration.test_scale_out import PrivateRedis
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture
 def redis_server():
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        missing("redis-server is not installed")
     server = PrivateRedis()
     server.start()
     yield server
@@ -221,7 +222,7 @@ def test_a_dropped_database_connection_is_a_clean_503_then_recovers(stack, darkn
 
     database_url = os.environ.get("DATABASE_URL", "")
     if not database_url.startswith(("postgres://", "postgresql://")):
-        pytest.skip("needs PostgreSQL (DATABASE_URL): a SQLite file has no connection to drop")
+        missing("needs PostgreSQL (DATABASE_URL): a SQLite file has no connection to drop")
     parts = urlsplit(database_url)
     proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
     through_proxy = urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@"
@@ -261,7 +262,7 @@ def worker_data_mb(pid: int) -> int:
 
 def test_a_batch_that_runs_out_of_memory_is_split_and_retried(stack):
     if shutil.which("prlimit") is None:
-        pytest.skip("prlimit (util-linux) is not installed")
+        missing("prlimit (util-linux) is not installed")
     service = stack(DETECTOR_PRECISION="fp32", DETECTOR_INPUT_SIZE="1280",
                     DETECTOR_BATCH_WAIT_MS="2000", DETECTOR_MAX_BATCH="8")
     worker = service.processes["worker1"].pid

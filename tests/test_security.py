@@ -23,7 +23,7 @@ from PIL import Image
 
 from detection.models import Detection, Job
 from detection.services import retention_apply
-from tests.conftest import files_under
+from tests.conftest import files_under, missing
 from tests.factories import DetectionFactory, JobFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -87,7 +87,7 @@ def test_rate_counters_in_redis_count_every_hit_once_and_expire(settings):
 
     url = os.environ.get("REDIS_URL")
     if not url:
-        pytest.skip("REDIS_URL is not set: the Redis rate counters need a Redis server")
+        missing("REDIS_URL is not set: the Redis rate counters need a Redis server")
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                                    "LOCATION": url, "KEY_PREFIX": prefix}}
@@ -347,3 +347,93 @@ def test_retention_is_enforced_by_celery_beat(tmp_path, tiny_paths, darknet_dir)
         assert "detection.apply_retention" in service.log("beat")
     finally:
         service.close()
+
+
+# --- Webhooks go to public addresses only (SSRF) -----------------------------------------
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/hook", "http://169.254.169.254/latest/",
+                                 "http://10.0.0.1/", "http://localhost:9/hook",
+                                 "http://[::1]/hook", "http://192.168.1.5/", "http://0.0.0.0/"])
+def test_a_callback_url_to_an_inside_address_is_refused(api, settings, videos_dir, url):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    clip = (videos_dir / "intel_person-bicycle-car-detection_from_gif.mp4").read_bytes()
+    response = api.post("/api/detect/video", {"video": SimpleUploadedFile("c.mp4", clip),
+                                              "callback_url": url}, format="multipart")
+    assert_clean_rejection(response, 400, "invalid_parameters")
+    assert "not a public address" in str(response.json()["error"]["details"]["callback_url"])
+    assert not Job.objects.exists() and files_under(settings.MEDIA_ROOT) == []
+
+
+@pytest.fixture
+def receiver():
+    """A local HTTP server that answers 200 and counts what it was sent."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.received = received
+    yield server
+    server.shutdown()
+
+
+def test_the_connection_itself_is_checked_so_a_rebound_name_is_refused(settings, receiver,
+                                                                       monkeypatch):
+    from pmr import outbound
+
+    url = f"http://127.0.0.1:{receiver.server_port}/hook"
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    # The name looked public when it was checked, and resolves to loopback when delivered.
+    monkeypatch.setattr(outbound, "check_public", lambda url: None)
+    with pytest.raises(outbound.RefusedAddress, match=r"127\.0\.0\.1, which is not a public"):
+        outbound.post(url, data=b"{}", timeout=5)
+    assert receiver.received == []
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    assert outbound.post(url, data=b"{}", timeout=5).status_code == 200
+    assert receiver.received == [b"{}"]
+
+
+def test_a_delivery_to_an_inside_address_is_logged_refused_and_not_retried(settings, receiver):
+    from videos import webhooks
+
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    job = JobFactory(kind="video", callback_url=f"http://localhost:{receiver.server_port}/h",
+                     finished_at=timezone.now())
+    assert webhooks.deliver(job_id=str(job.pk), attempt=1) is None  # no next attempt
+    job.refresh_from_db()
+    assert job.webhook_log[0]["error"].startswith("refused: localhost resolves to")
+    assert receiver.received == []
+
+
+def test_a_bucket_video_is_copied_to_disk_in_chunks_and_refused_past_the_limit():
+    from compat.rekognition import _spooled_to_disk
+    from pmr.errors import ApiError
+
+    class Counting(io.BytesIO):
+        largest = 0
+
+        def read(self, size=-1):
+            assert size > 0, "read whole"
+            type(self).largest = max(type(self).largest, size)
+            return super().read(size)
+
+    data = os.urandom(3 * 2**20 + 17)
+    upload = _spooled_to_disk("v.mp4", lambda: Counting(data), limit=len(data))
+    with upload:
+        assert Counting.largest <= 2**20 and upload.size == len(data)
+        assert os.path.getsize(upload.temporary_file_path()) == len(data)
+        assert upload.read() == data
+    with pytest.raises(ApiError) as refused:
+        _spooled_to_disk("v.mp4", lambda: Counting(data), limit=2 * 2**20)
+    assert refused.value.status_code == 413

@@ -37,7 +37,7 @@ from django.utils import timezone
 from detection import leases, notify
 from detection.inference import get_batcher, weights_sha256
 from detection.models import Detection, Job
-from detection.services import BROKER_ERRORS, job_fail
+from detection.services import BROKER_ERRORS, job_create, job_fail
 from detection.uploads import safe_original_name, stored_name
 from pmr.errors import ApiError
 from pmr.storage import local_or_url
@@ -114,7 +114,7 @@ def _deadline(seconds: float):
 
 
 def video_job_submit(*, owner, upload: UploadedFile, params: dict, callback_url: str = "",
-                     idempotency_key: str = "") -> tuple[Job, bool]:
+                     idempotency_key: str = "", base_url: str = "") -> tuple[Job, bool]:
     """Check and store a video and queue its parts; returns (job, created).
 
     With an idempotency key already used by this owner, the earlier job is returned and
@@ -137,15 +137,15 @@ def video_job_submit(*, owner, upload: UploadedFile, params: dict, callback_url:
     try:
         with transaction.atomic():
             _check_active_jobs(owner, lock=True)  # again, serialised per owner: no race
-            job = Job.objects.create(
-                kind=Job.Kind.VIDEO, owner=owner, params=params,
-                model_name=settings.DETECTOR_MODEL, input_file=name,
+            job = job_create(
+                kind=Job.Kind.VIDEO, owner=owner, params=params, input_file=name,
                 original_filename=safe_original_name(upload.name),
                 content_type=info.content_type, file_size=upload.size, width=info.width,
                 height=info.height, fps=info.fps, frame_count=info.frame_count,
                 duration_ms=info.duration_ms, codec=info.codec,
                 frames_total=selection.count(info.frame_count),
-                callback_url=callback_url, idempotency_key=idempotency_key)
+                callback_url=callback_url, idempotency_key=idempotency_key,
+                base_url=base_url[:500])
             queue_parts(job, selection)
     except IntegrityError:
         default_storage.delete(name)
@@ -419,10 +419,14 @@ def _announce(job: Job) -> None:
 
 def job_cancel(*, job: Job) -> Job:
     """Stop a queued or running job; its workers notice at their next batch."""
-    Job.objects.filter(pk=job.pk, status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).update(
+    cancelled = Job.objects.filter(
+        pk=job.pk, status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).update(
         status=Job.Status.CANCELLED, finished_at=timezone.now())
     job.refresh_from_db()
-    notify.job_finished(job.pk)
+    if cancelled:
+        _announce(job)  # its webhook too: job.cancelled
+    else:
+        notify.job_finished(job.pk)
     return job
 
 

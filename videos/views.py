@@ -60,7 +60,8 @@ class DetectVideoView(APIView):
             raise ApiError("invalid_parameters", "Idempotency-Key is too long",
                            details={"Idempotency-Key": "at most 255 characters"})
         job, _ = services.video_job_submit(owner=_owner(request), upload=upload, params=params,
-                                           callback_url=callback_url, idempotency_key=key)
+                                           callback_url=callback_url, idempotency_key=key,
+                                           base_url=request.build_absolute_uri("/"))
         data = JobSerializer(job, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED,
                         headers={"Location": data["status_url"]})

@@ -1,8 +1,14 @@
 """Completion webhooks: POST the job's JSON to its callback_url, with retries.
 
+The body is an envelope, ``{"event": "job.succeeded" | "job.failed" | "job.cancelled",
+"job": <the job's JSON, as GET /api/jobs/{id} gives it, with absolute URLs>}``, signed
+with WEBHOOK_SECRET (``X-PMR-Signature: sha256=<hex HMAC-SHA256 of the body>``); the
+event is also in ``X-PMR-Event``.
+
 An attempt that fails (network error, timeout, non-2xx) is logged on the job and retried
 with exponential backoff, until WEBHOOK_MAX_ATTEMPTS or WEBHOOK_MAX_SECONDS after the
-job finished. A webhook never changes the job's status.
+job finished. A webhook never changes the job's status. Deliveries go to public addresses
+only (``pmr.outbound``) and never follow a redirect.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from detection.models import Job
+from pmr import outbound
 
 
 def payload(job: Job) -> bytes:
     from detection.serializers import JobDetailSerializer
 
-    data = JobDetailSerializer(job, context={"detections": (), "inline_detections": False}).data
+    data = JobDetailSerializer(job, context={"detections": (), "inline_detections": False,
+                                             "base_url": job.base_url}).data
     return json.dumps({"event": f"job.{job.status}", "job": data}).encode()
 
 
@@ -39,10 +47,14 @@ def deliver(*, job_id: str, attempt: int) -> float | None:
         headers["X-PMR-Signature"] = f"sha256={digest}"
     entry = {"attempt": attempt, "at": timezone.now().isoformat()}
     try:
-        response = requests.post(job.callback_url, data=body, headers=headers,
-                                 timeout=settings.WEBHOOK_TIMEOUT_SECONDS, allow_redirects=False)
+        response = outbound.post(job.callback_url, data=body, headers=headers,
+                                 timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
         entry["status_code"] = response.status_code
         delivered = 200 <= response.status_code < 300
+    except outbound.RefusedAddress as exc:  # not sent, and never will be
+        entry["error"] = f"refused: {exc}"[:500]
+        _log(job.pk, entry)
+        return None
     except requests.RequestException as exc:
         entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
         delivered = False

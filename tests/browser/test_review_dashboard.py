@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 
 from detection.models import AddedBox, Detection, ReviewEvent
+from tests.conftest import missing
 from tests.factories import UserFactory, image_job_with_detections
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -26,12 +27,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 @pytest.fixture
 def browser_page(monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing("playwright is not installed")
     # Playwright's sync API keeps an event loop on this thread; the ORM calls the test
     # makes in between are still plain synchronous calls, one at a time.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     if not Path(CHROMIUM).exists():
-        pytest.skip("no Chromium: install the Debian packages chromium and chromium-driver "
+        missing("no Chromium: install the Debian packages chromium and chromium-driver "
                     "(make test does, as root)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:

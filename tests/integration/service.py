@@ -7,17 +7,21 @@ run gets its own database, queues and media folder, so runs never see each other
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -36,6 +40,54 @@ def free_port() -> int:
 def _with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@dataclass
+class _Template:
+    """A database migrated once per test session, with the user "integration" and its
+    token, that each Service's own database is copied from (a SQLite file copied; a
+    PostgreSQL database created with it as TEMPLATE): no stack pays for migrating."""
+
+    database: str  # the SQLite file, or the PostgreSQL database's name
+    token: str
+
+    _made: ClassVar[dict[str, _Template]] = {}
+
+    @classmethod
+    def for_url(cls, database_url: str, env: dict) -> _Template:
+        if database_url not in cls._made:
+            cls._made[database_url] = cls._make(database_url, env)
+        return cls._made[database_url]
+
+    @classmethod
+    def _make(cls, database_url: str, env: dict) -> _Template:
+        name = f"pmr_it_template_{uuid.uuid4().hex[:10]}"
+        if database_url.startswith(("postgres://", "postgresql://")):
+            admin = _with_database(database_url, "postgres")
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            atexit.register(_drop_database, admin, name)
+            url, database = _with_database(database_url, name), name
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="pmr-it-template-"))
+            atexit.register(shutil.rmtree, folder, True)
+            database = str(folder / "db.sqlite3")
+            url = f"sqlite:///{database}"
+        # One process: migrate, then make the token (each manage.py start costs seconds).
+        script = ("from django.core.management import call_command; "
+                  "call_command('migrate', interactive=False, verbosity=0); "
+                  "call_command('create_api_token', 'integration')")
+        result = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT,
+                                env={**env, "DATABASE_URL": url}, capture_output=True,
+                                text=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"migrating the template database failed:\n{result.stderr}")
+        return cls(database=database, token=result.stdout.strip().splitlines()[-1])
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
@@ -64,23 +116,25 @@ class Service:
                "WEB_CONCURRENCY": "2", "WEB_THREADS": "16", "GUNICORN_ACCESS_LOG": ""}
         service = cls(workdir=workdir, env=env, backends={})
         database_url = os.environ.get("DATABASE_URL", "")
-        if database_url.startswith(("postgres://", "postgresql://")):
-            service._pg_admin_url = _with_database(database_url, "postgres")
-            service._pg_database = f"pmr_it_{run_id}"
-            with psycopg.connect(service._pg_admin_url, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{service._pg_database}"')
-            env["DATABASE_URL"] = _with_database(database_url, service._pg_database)
-            service.backends["database"] = "postgresql"
-        else:
-            env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
-            service.backends["database"] = "sqlite"
         redis_url = os.environ.get("REDIS_URL", "")
         env["CELERY_BROKER_URL"] = redis_url or "filesystem://"
         env.pop("NOTIFY_REDIS_URL", None)
         service.backends["broker"] = "redis" if redis_url else "filesystem"
         env.update(overrides)
-        service.manage("migrate", "--noinput", "-v", "0")
-        service.token = service.manage("create_api_token", "integration").stdout.strip()
+        template = _Template.for_url(database_url, env)
+        if database_url.startswith(("postgres://", "postgresql://")):
+            service._pg_admin_url = _with_database(database_url, "postgres")
+            service._pg_database = f"pmr_it_{run_id}"
+            with psycopg.connect(service._pg_admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{service._pg_database}" '
+                             f'TEMPLATE "{template.database}"')
+            env["DATABASE_URL"] = _with_database(database_url, service._pg_database)
+            service.backends["database"] = "postgresql"
+        else:
+            shutil.copyfile(template.database, workdir / "db.sqlite3")
+            env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
+            service.backends["database"] = "sqlite"
+        service.token = template.token
         return service
 
     @classmethod
@@ -195,14 +249,15 @@ class Service:
                              headers={**self.headers(), **(headers or {})},
                              files={"video": (name, data)}, data=fields, timeout=300)
 
-    def wait_job(self, url: str, timeout: float = 300, until=None) -> dict:
+    def wait_job(self, url: str, timeout: float = 300, until=None,
+                 token: str | None = None) -> dict:
         """Poll a job until it is finished, or until ``until(job)`` holds: then a job that
         failed or was cancelled first is an error at once, not a wait to the timeout (one
         that succeeded may still have its webhook to come). Four polls a second: well
         under the per-user rate limit, even with a few jobs polled at once."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = self.job(url)
+            job = self.job(url, token)
             finished = job["status"] in ("succeeded", "failed", "cancelled")
             if until(job) if until else finished:
                 return job
@@ -212,10 +267,10 @@ class Service:
             time.sleep(0.25)
         raise TimeoutError(f"job {url} still {job['status']} after {timeout}s:\n" + self.logs())
 
-    def job(self, url: str) -> dict:
+    def job(self, url: str, token: str | None = None) -> dict:
         """A job's JSON (after a 429, once its Retry-After has passed)."""
         while True:
-            response = self.get(url)
+            response = self.get(url, token)
             if response.status_code != 429:
                 break
             time.sleep(float(response.headers.get("Retry-After", 1)))

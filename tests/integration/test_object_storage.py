@@ -102,3 +102,22 @@ def test_rekognition_reads_images_from_the_object_store(s3_service, s3_endpoint,
     assert [label["Name"] for label in answer["Labels"]] == ["Bird"]
     missing = {"S3Object": {"Bucket": "customer-photos", "Name": "birds/none.jpg"}}
     assert error_type(lambda: client.detect_labels(Image=missing)) == "InvalidS3ObjectException"
+
+
+def test_rekognition_starts_a_video_from_the_object_store(s3_service, s3_endpoint, videos_dir):
+    from tests.integration.test_compat import rekognition
+
+    store = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
+                         aws_secret_access_key="testing", region_name="us-east-1")
+    store.create_bucket(Bucket="customer-videos")
+    store.upload_file(str(videos_dir / "intel_people-detection_from_gif.mp4"),
+                      "customer-videos", "people.mp4")
+    client = rekognition(s3_service, "aws-s3-video")
+    job_id = client.start_label_detection(
+        Video={"S3Object": {"Bucket": "customer-videos", "Name": "people.mp4"}})["JobId"]
+    job = s3_service.wait_job(f"{s3_service.base_url}/api/jobs/{job_id}",
+                              token=s3_service.manage("create_api_token", "aws-s3-video")
+                              .stdout.strip())
+    assert job["status"] == "succeeded" and job["progress"]["frames_done"] == 23
+    answer = client.get_label_detection(JobId=job_id)
+    assert answer["JobStatus"] == "SUCCEEDED" and answer["VideoMetadata"]["FrameRate"] > 0

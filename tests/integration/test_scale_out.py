@@ -19,6 +19,7 @@ import time
 import pytest
 import requests
 
+from tests.conftest import missing
 from tests.integration.service import Service, free_port
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ class PrivateRedis:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, tiny_paths):
     if REDIS is None:
-        pytest.skip("redis-server is not installed")
+        missing("redis-server is not installed")
     broker = PrivateRedis()
     broker.start()
     running = Service.create(tmp_path_factory.mktemp("pmr-cluster"),

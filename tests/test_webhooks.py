@@ -1,0 +1,132 @@
+"""The webhook contract, delivered to a real HTTP receiver of the test's own: the envelope
+and its absolute URLs, the HMAC signature (checked by the receiver, with its own key),
+X-PMR-Event, delivery for failed and cancelled jobs, retries with doubling delays, and
+giving up after WEBHOOK_MAX_SECONDS."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.utils import timezone
+
+from tests.factories import JobFactory
+from videos import webhooks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "receiver-shared-secret"
+
+
+class Receiver:
+    """Answers each POST with the next status of ``answers`` (then 200), keeping what came."""
+
+    def __init__(self, answers: list[int] | None = None) -> None:
+        self.answers = list(answers or [])
+        self.received: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append({"body": body, "headers": dict(self.headers)})
+                self.send_response(receiver.answers.pop(0) if receiver.answers else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+
+@pytest.fixture
+def receiver(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = True  # the receiver is on loopback
+    settings.WEBHOOK_SECRET = KEY
+    settings.WEBHOOK_BACKOFF_SECONDS = 2
+    made = []
+
+    def make(answers=None) -> Receiver:
+        made.append(Receiver(answers))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.server.shutdown()
+
+
+def verified(delivery: dict) -> dict:
+    """The body, once the receiver has checked its signature with the shared key."""
+    expected = hmac.new(KEY.encode(), delivery["body"], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(delivery["headers"]["X-PMR-Signature"], f"sha256={expected}")
+    return json.loads(delivery["body"])
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
+def test_a_finished_job_is_delivered_signed_with_its_event_and_absolute_urls(receiver, status):
+    hook = receiver()
+    job = JobFactory(kind="video", status=status, callback_url=hook.url,
+                     finished_at=timezone.now(), base_url="https://pmr.example.com/",
+                     error_code="decode_failed" if status == "failed" else "")
+    assert webhooks.deliver(job_id=str(job.pk), attempt=1) is None  # delivered: done
+    [delivery] = hook.received
+    body = verified(delivery)
+    assert body["event"] == delivery["headers"]["X-PMR-Event"] == f"job.{status}"
+    assert body["job"]["id"] == str(job.pk) and body["job"]["status"] == status
+    assert body["job"]["status_url"] == f"https://pmr.example.com/api/jobs/{job.pk}"
+    assert body["job"]["detections_url"].startswith("https://pmr.example.com/api/jobs/")
+    if status == "failed":
+        assert body["job"]["error"]["code"] == "decode_failed"
+    job.refresh_from_db()
+    assert [entry["status_code"] for entry in job.webhook_log] == [200]
+
+
+def test_a_tampered_body_fails_the_receivers_check(receiver):
+    hook = receiver()
+    job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
+    webhooks.deliver(job_id=str(job.pk), attempt=1)
+    tampered = dict(hook.received[0], body=hook.received[0]["body"].replace(b"video", b"image"))
+    with pytest.raises(AssertionError):
+        verified(tampered)
+
+
+def test_failed_deliveries_are_retried_with_doubling_delays_then_given_up(receiver, settings):
+    hook = receiver(answers=[500, 503, 500, 500])
+    settings.WEBHOOK_MAX_SECONDS = 600
+    job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
+    delays = [webhooks.deliver(job_id=str(job.pk), attempt=n) for n in (1, 2, 3)]
+    assert delays == [2, 4, 8]  # WEBHOOK_BACKOFF_SECONDS, doubling
+    assert [d["headers"]["X-PMR-Delivery-Attempt"] for d in hook.received] == ["1", "2", "3"]
+    # The next delay would take it past WEBHOOK_MAX_SECONDS after the job finished.
+    settings.WEBHOOK_MAX_SECONDS = 10
+    assert webhooks.deliver(job_id=str(job.pk), attempt=4) is None
+    job.refresh_from_db()
+    assert [e.get("status_code") for e in job.webhook_log] == [500, 503, 500, 500, None]
+    assert job.webhook_log[-1]["gave_up"] == "no delivery within 10 s"
+
+
+def test_no_attempt_is_made_past_the_last_one(receiver, settings):
+    hook = receiver(answers=[500])
+    settings.WEBHOOK_MAX_ATTEMPTS = 1
+    job = JobFactory(kind="video", callback_url=hook.url,
+                     finished_at=timezone.now() - timedelta(seconds=1))
+    assert webhooks.deliver(job_id=str(job.pk), attempt=1) is None
+    assert len(hook.received) == 1
+
+
+def test_a_cancelled_video_sends_its_webhook(receiver, eager_celery):
+    from videos.services import job_cancel
+
+    hook = receiver()
+    job = JobFactory(kind="video", status="running", callback_url=hook.url,
+                     base_url="http://testserver/")
+    job_cancel(job=job)  # the webhook task runs inline here
+    [delivery] = hook.received
+    assert verified(delivery)["event"] == "job.cancelled"
