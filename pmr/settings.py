@@ -341,7 +341,7 @@ else:
 REKOGNITION_PATH = env_str("REKOGNITION_PATH", "").strip("/")
 if REKOGNITION_PATH:
     REKOGNITION_PATH += "/"
-REKOGNITION_BUCKETS_DIR = env_str("REKOGNITION_BUCKETS_DIR", "")
+REKOGNITION_BUCKETS_DIR = env_str("REKOGNITION_BUCKETS_DIR", str(VAR_DIR / "buckets"))
 
 # --- API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -7,6 +7,7 @@ from compat import deepstack, rekognition
 from detection import views as detection_views
 from pmr import health
 from pmr.errors import json_error_view
+from pmr.index import api_index
 from pmr.metrics import metrics_view
 from videos import views as video_views
 
@@ -16,6 +17,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
+    path("api/", api_index, name="api-index"),
     path("api/detect/image", detection_views.DetectImageView.as_view(), name="detect-image"),
     path("api/jobs", detection_views.JobListView.as_view(), name="job-list"),
     path("api/detect/video", video_views.DetectVideoView.as_view(), name="detect-video"),

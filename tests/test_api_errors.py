@@ -131,3 +131,14 @@ def test_an_unexpected_failure_is_a_json_500_not_an_html_page(api, settings, mon
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"
     assert "boom" not in response.content.decode()
+
+
+def test_the_root_and_api_index_name_addresses_that_answer(client, api):
+    root = client.get("/").json()
+    index = client.get(root["api"].replace("http://testserver", ""))
+    assert index.status_code == 200
+    endpoints = index.json()["endpoints"]
+    assert endpoints["jobs"] == "http://testserver/api/jobs"
+    for name in ("jobs", "schema"):
+        assert api.get(endpoints[name].replace("http://testserver", "")).status_code == 200
+    assert client.post("/api/").status_code == 405

@@ -104,6 +104,7 @@ class Service:
     @classmethod
     def create(cls, workdir: Path, **overrides: str) -> Service:
         run_id = uuid.uuid4().hex[:10]
+        workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "pmr.settings",
                "PMR_VAR_DIR": str(workdir / "var"), "MEDIA_ROOT": str(workdir / "media"),
                "SECRET_KEY": f"integration-{run_id}", "PMR_QUEUE_PREFIX": f"it{run_id}-",
