@@ -142,3 +142,57 @@ def test_the_root_and_api_index_name_addresses_that_answer(client, api):
     for name in ("jobs", "schema"):
         assert api.get(endpoints[name].replace("http://testserver", "")).status_code == 200
     assert client.post("/api/").status_code == 405
+
+
+def test_a_multipart_body_that_cannot_be_parsed_is_a_malformed_request(api, settings):
+    response = api.generic("POST", "/api/detect/image", b"--xyz\r\nnot a part",
+                           content_type="multipart/form-data; boundary=")
+    assert_error(response, 400, "malformed_request", settings)
+
+
+def test_the_annotated_video_of_an_unfinished_job_is_not_ready(api, user, settings):
+    from tests.factories import JobFactory
+
+    job = JobFactory(owner=user, kind="video", status="running")
+    response = api.get(f"/api/jobs/{job.pk}/annotated")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_ready"
+
+
+def test_an_image_whose_inference_outlasts_the_soft_limit_fails_with_timeout(
+        api, eager_celery, tiny_paths, darknet_dir, settings):
+    # A real forward pass (tens of milliseconds) against a limit of a microsecond.
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 1e-6
+    settings.DETECT_WAIT_SECONDS = 5
+    response = post(api, (darknet_dir / "dog.jpg").read_bytes())
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "failed" and body["error"]["code"] == "timeout"
+    assert "did not finish within" in body["error"]["message"]
+
+
+def test_deepstack_answers_413_429_and_500_in_its_own_shape(client, user, eager_celery,
+                                                            tiny_paths, darknet_dir, settings):
+    from rest_framework.authtoken.models import Token
+
+    key = Token.objects.create(user=user).key
+    dog = (darknet_dir / "dog.jpg").read_bytes()
+
+    def detect():
+        return client.post("/v1/vision/detection", {
+            "image": SimpleUploadedFile("dog.jpg", dog), "api_key": key})
+
+    settings.THROTTLE_DETECT_RATE = "1/day"
+    # The detector does not answer in time (a real forward pass against a microsecond).
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 1e-6
+    failed = detect()
+    throttled = detect()  # the second upload today
+    settings.THROTTLE_DETECT_RATE = "1000/day"
+    settings.MAX_IMAGE_UPLOAD_BYTES = len(dog) - 1
+    too_large = detect()
+    assert [r.status_code for r in (too_large, failed, throttled)] == [413, 500, 429], [
+        r.content for r in (too_large, failed, throttled)]
+    for response in (too_large, failed, throttled):
+        body = response.json()
+        assert body["success"] is False and body["error"]
+    assert int(throttled["Retry-After"]) >= 1

@@ -325,3 +325,25 @@ def test_a_held_part_is_renewed_a_stalled_one_requeued_and_failed_stalled(api, t
     job = Job.objects.get(pk=job_id)
     assert job.status == "failed" and job.error_code == "stalled"
     assert "made no progress" in job.error_message and "died" not in job.error_message
+
+
+def test_a_part_whose_worker_died_job_max_attempts_times_fails_worker_lost(api, tiny_paths,
+                                                                          short_clip, settings):
+    from pmr.celery import app
+    from videos import services
+    from videos.models import VideoPart
+
+    broker = app.conf.broker_url
+    app.conf.broker_url = "memory://"
+    try:
+        job_id = submit(api, short_clip).json()["id"]
+        VideoPart.objects.filter(job_id=job_id).update(
+            attempts=settings.JOB_MAX_ATTEMPTS, requeued_because="worker_lost")
+        services.video_part_run(job_id=job_id, index=0)  # the attempt after the last
+    finally:
+        app.conf.broker_url = broker
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "failed" and job.error_code == "worker_lost"
+    assert job.error_message == (f"the worker died {settings.JOB_MAX_ATTEMPTS} times "
+                                 "processing frames 0.. of this video")
+    assert not Detection.objects.filter(job=job).exists()
