@@ -154,7 +154,8 @@ def test_gunicorn_binds_loopback_and_keeps_its_control_socket_in_its_own_var(tmp
     for var in ("a", "b"):
         monkeypatch.setenv("PMR_VAR_DIR", str(tmp_path / var))
         monkeypatch.delenv("BIND", raising=False)
-        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+        # (set, so that the config's setdefault changes nothing that outlives the test)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / var / "prometheus"))
         config = runpy.run_path(str(ROOT / "pmr" / "gunicorn.conf.py"))
         port = os.environ.get("PORT", "8000")
         assert config["bind"] == f"127.0.0.1:{port}"
