@@ -48,6 +48,26 @@ def _beat(hostname: str, detector, queues: str, started) -> None:
             return
 
 
+def pool_fit_threads(threads: int) -> int | None:
+    """Make the PostgreSQL connection pool hold a connection for every task thread, the
+    heartbeat and one spare: a task keeps its thread's connection while it waits for the
+    batcher, so a pool smaller than the threads makes busy tasks time out waiting for a
+    connection. Returns the pool's size (None: no pool)."""
+    from django.db import connections
+
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    if not isinstance(pool, dict):
+        return None
+    need = threads + 2
+    if pool.get("max_size", 0) < need:
+        pool["max_size"] = need
+        connection = connections["default"]
+        made = getattr(connection, "_connection_pools", {})
+        if connection.alias in made and connection.settings_dict["OPTIONS"].get("pool") is pool:
+            connection.close_pool()  # made before: made again, at its new size
+    return pool["max_size"]
+
+
 @worker_init.connect
 def load_model(sender=None, **kwargs) -> None:
     from detection.inference import get_batcher, weights_sha256
@@ -75,6 +95,8 @@ def load_model(sender=None, **kwargs) -> None:
                     else settings.CELERY_WORKER_CONCURRENCY,
                     takes_images=not sender or settings.IMAGE_QUEUE in queues.split(","))
     logger.info("queues %s; video parts at once: %d", queues or "(all)", parts_limit())
+    pool_fit_threads(threads if isinstance(threads, int) and threads > 0
+                     else settings.CELERY_WORKER_CONCURRENCY)
     _state["hostname"] = hostname
     threading.Thread(target=_beat, args=(hostname, detector, queues, timezone.now()),
                      name="pmr-heartbeat", daemon=True).start()

@@ -80,3 +80,16 @@ def test_without_a_secret_one_is_generated_once_and_kept(tmp_path, monkeypatch):
     assert len(first) >= 40
     assert env.env_secret("PMR_TEST_SECRET", default_file=tmp_path / "key") == first
     assert oct((tmp_path / "key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_workers_connection_pool_holds_a_connection_per_thread(settings):
+    from detection.worker import pool_fit_threads
+
+    databases = {"default": {**settings.DATABASES["default"],
+                             "OPTIONS": {"pool": {"min_size": 2, "max_size": 20}}}}
+    settings.DATABASES = databases
+    assert pool_fit_threads(8) == 20  # room enough already
+    assert pool_fit_threads(24) == 26  # 24 task threads, the heartbeat, a spare
+    assert databases["default"]["OPTIONS"]["pool"]["max_size"] == 26
+    settings.DATABASES = {"default": {**databases["default"], "OPTIONS": {}}}
+    assert pool_fit_threads(24) is None  # SQLite: no pool
