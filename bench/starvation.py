@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -45,20 +44,11 @@ MAKE_RUN_DEFAULTS = {"WORKER_HEARTBEAT_SECONDS": "2", "WORKER_STALE_SECONDS": "6
                      "WEBHOOK_BACKOFF_SECONDS": "2", "THROTTLE_USER_RATE": "1200/minute"}
 
 
-def cpu_model() -> str:
+def cpuinfo(field: str) -> str:
+    """A field of Linux's /proc/cpuinfo (its first processor); "?" elsewhere."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_family() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu family"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
@@ -138,7 +128,8 @@ def main() -> None:
 
     finished_s = samples[-1][0]
     report = {
-        "cpu": cpu_model(), "cpu_family": cpu_family(), "cores": os.cpu_count(),
+        "cpu": cpuinfo("model name"), "cpu_family": cpuinfo("cpu family"),
+        "cores": os.cpu_count(),
         "backends": service.backends, "seconds_of_image_load": args.seconds,
         "clients": args.clients, "users": args.users,
         "video": Path(args.video).name, "video_status": job["status"],

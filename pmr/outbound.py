@@ -65,18 +65,21 @@ def _check_peer(sock: socket.socket) -> None:
         raise RefusedAddress(f"the connection went to {address}, which is not a public address")
 
 
-class _GuardedHTTPConnection(HTTPConnection):
+class _PeerChecked:
+    """For a urllib3 connection class: the connected socket's peer is checked."""
+
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
         _check_peer(sock)
         return sock
 
 
-class _GuardedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _check_peer(sock)
-        return sock
+class _GuardedHTTPConnection(_PeerChecked, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_PeerChecked, HTTPSConnection):
+    pass
 
 
 class _GuardedHTTPPool(urllib3.HTTPConnectionPool):
