@@ -80,6 +80,7 @@ class DynamicBatcher:
         self._ready = threading.Condition()
         self._urgent: deque[_Request] = deque()
         self._bulk: deque[_Request] = deque()
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -112,12 +113,31 @@ class DynamicBatcher:
             future.set_result([])
             return future
         with self._ready:
+            if self._closing:
+                future.set_exception(RuntimeError("the inference thread stopped"))
+                return future
             (self._bulk if bulk else self._urgent).append(
                 _Request(list(images), list(options), future))
             self._ready.notify()
         if self.failed:
             self._fail_waiting()
         return future
+
+    def close(self, timeout: float = 30) -> None:
+        """Stop the thread once its forward pass in progress ends; requests still waiting
+        fail. (A process that exits while this thread is inside a kernel is aborted by
+        the C++ runtime: processes close their batchers at exit.)"""
+        with self._ready:
+            self._closing = True
+            waiting = [*self._urgent, *self._bulk]
+            self._urgent.clear()
+            self._bulk.clear()
+            self._ready.notify_all()
+        for request in waiting:
+            if not request.future.done():
+                request.future.set_exception(RuntimeError("the inference thread stopped"))
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     @property
     def failed(self) -> bool:
@@ -145,6 +165,8 @@ class DynamicBatcher:
         self._loaded.set_result(detector)
         while True:
             urgent, bulk = self._collect()
+            if self._closing:
+                return
             if urgent:
                 self._run_batch(detector, urgent)
             else:
@@ -154,8 +176,10 @@ class DynamicBatcher:
         """The next work: image requests (as many as fit a batch), else one bulk request;
         bulk work's turn after ``bulk_every`` image batches in a row."""
         with self._ready:
-            while not self._urgent and not self._bulk:
+            while not self._urgent and not self._bulk and not self._closing:
                 self._ready.wait()
+            if self._closing:
+                return [], None
             if not self._urgent or (self._bulk and self._urgent_in_a_row >= self.bulk_every):
                 self._urgent_in_a_row = 0
                 return [], self._bulk[0]

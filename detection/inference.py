@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 from functools import cache
 
@@ -74,6 +75,17 @@ def get_batcher(model: str | None = None) -> DynamicBatcher:
                 bulk_every=settings.IMAGE_BATCHES_PER_VIDEO_SLICE,
                 name=f"pmr-inference-{name}")
         return _batchers[name]
+
+
+@atexit.register
+def close_batchers() -> None:
+    """At exit: let each inference thread finish its forward pass (an exit in the middle
+    of one is an abort, not a clean stop)."""
+    with _lock:
+        batchers = list(_batchers.values())
+        _batchers.clear()
+    for batcher in batchers:
+        batcher.close()
 
 
 def video_slice_frames(device: str | None = None) -> int:

@@ -171,6 +171,22 @@ def test_an_image_whose_inference_outlasts_the_soft_limit_fails_with_timeout(
     assert "did not finish within" in body["error"]["message"]
 
 
+def test_an_image_for_a_model_whose_files_are_missing_fails_with_model_unavailable(
+        api, eager_celery, tiny_paths, darknet_dir, settings, tmp_path):
+    # A weights folder with the class names but no cfg or weights for the chosen model.
+    (tmp_path / tiny_paths.names.name).write_bytes(tiny_paths.names.read_bytes())
+    settings.WEIGHTS_DIR = tmp_path
+    settings.DETECTOR_MODEL = "yolov3-spp"
+    settings.DETECT_WAIT_SECONDS = 5
+    response = post(api, (darknet_dir / "dog.jpg").read_bytes())
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == "model_unavailable"
+    assert "yolov3-spp.cfg" in body["error"]["message"]
+    assert "fetch_weights --model yolov3-spp" in body["error"]["message"]
+
+
 def test_deepstack_answers_413_429_and_500_in_its_own_shape(client, user, eager_celery,
                                                             tiny_paths, darknet_dir, settings):
     from rest_framework.authtoken.models import Token

@@ -185,6 +185,40 @@ def test_a_failing_request_fails_alone_and_the_thread_goes_on(tiny_fp32, images)
     assert again.result(60).batch_size == 1
 
 
+def test_closing_finishes_the_forward_pass_in_progress_and_fails_the_waiting(tiny_fp32,
+                                                                              images):
+    recording = RecordingDetector(tiny_fp32)
+    batcher, gate, _ = gated_batcher(recording, max_batch=1)
+    started, close_now = threading.Event(), threading.Event()
+
+    def first_call(count):
+        if count == 1:
+            started.set()
+            close_now.wait(30)  # close() is called while this forward pass is running
+
+    recording.on_call = first_call
+    options = tiny_fp32.options()
+    running = batcher.submit(images["dog"], options)
+    waiting = batcher.submit(images["eagle"], options)
+    gate.set()
+    assert started.wait(60)
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    for _ in range(600):  # until close() has taken the waiting request off the queue
+        if batcher._closing:
+            break
+        threading.Event().wait(0.05)
+    close_now.set()
+    closer.join(60)
+    assert not closer.is_alive() and not batcher._thread.is_alive()
+    assert running.result(60).detections == tiny_fp32.detect([images["dog"]])[0]
+    with pytest.raises(RuntimeError, match="inference thread stopped"):
+        waiting.result(60)
+    with pytest.raises(RuntimeError, match="inference thread stopped"):
+        batcher.submit(images["dog"], options).result(60)
+    assert len(recording.calls) == 1
+
+
 def test_video_slices_are_2_frames_on_a_cpu_unless_set(settings):
     from detection.inference import video_slice_frames
 
