@@ -20,6 +20,7 @@ run: setup
 # one is in cannot break the tests.
 test: install weights browsers
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 setup: install weights migrate
@@ -51,6 +52,7 @@ browsers:
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: setup
 	$(PY) manage.py benchmark

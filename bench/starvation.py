@@ -35,6 +35,7 @@ django.setup()
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
+from bench.machine import cpuinfo  # noqa: E402
 from tests.integration.service import Service  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "testdata"
@@ -42,17 +43,6 @@ SHARED = ROOT.parent / "shared" / "testdata"
 MAKE_RUN_DEFAULTS = {"WORKER_HEARTBEAT_SECONDS": "2", "WORKER_STALE_SECONDS": "6",
                      "VIDEO_LEASE_SECONDS": "30", "WATCHDOG_SECONDS": "5",
                      "WEBHOOK_BACKOFF_SECONDS": "2", "THROTTLE_USER_RATE": "1200/minute"}
-
-
-def cpuinfo(field: str) -> str:
-    """A field of Linux's /proc/cpuinfo (its first processor); "?" elsewhere."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(field):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
 
 
 def main() -> None:

@@ -33,12 +33,13 @@ from django.views.decorators.http import require_POST
 from PIL import Image
 
 from detection import review
+from detection.catalog import class_names, installed_models
 from detection.engine.annotate import label_colour
-from detection.inference import class_names, installed_models
 from detection.models import AddedBox, Detection, Job, ReviewEvent, WorkerHeartbeat
 from detection.services import thumbnail_name
 from pmr.errors import ApiError
 from pmr.metrics import queue_depths
+from videos.services import annotation_request
 
 THUMBNAIL_SIZE = 96
 FRAME_DETECTION_LIMIT = 500  # boxes drawn and listed on one image or frame
@@ -440,10 +441,7 @@ class JobAdmin(admin.ModelAdmin):
                 box = get_object_or_404(AddedBox, pk=request.POST.get("box"), job=job)
                 review.box_remove(box=box, user=request.user)
             elif action == "annotate":
-                from videos.services import annotation_request
-                from videos.tasks import annotate_video
-
-                if annotation_request(job=job, enqueue=annotate_video.delay):
+                if annotation_request(job=job):
                     messages.success(request, "The annotated video is being rendered; reload "
                                               "this page in a while.")
                 else:

@@ -5,6 +5,3 @@ class DetectionConfig(AppConfig):
     name = "detection"
     verbose_name = "Detection"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from detection import worker  # noqa: F401 - connects the Celery worker signals

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from detection.engine import Detection, Detector
-from detection.engine.detector import DetectOptions
+from detection.engine import Detection
+from detection.engine.detector import DetectOptions, Detector
 
 logger = logging.getLogger(__name__)
 

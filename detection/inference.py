@@ -1,17 +1,15 @@
-"""The process's detector, loaded once from settings and shared by every caller."""
+"""The process's detector, loaded once from settings and shared by every caller (in the
+workers: the web tier never imports this module, nor PyTorch)."""
 
 from __future__ import annotations
 
 import atexit
 import threading
-from functools import cache
 
 from django.conf import settings
 
 from detection.batching import DynamicBatcher
-from detection.engine import Detector, load_detector, model_info
-from detection.engine.detector import read_names, resolve_device
-from detection.engine.fetch import sha256_of
+from detection.engine.detector import Detector, load_detector, resolve_device
 
 # On the CPUs measured a forward pass costs no more per image at batch 2 than at 8 (the
 # README's figures): slices of 2 frames keep an image's wait behind a video short at no
@@ -56,11 +54,6 @@ def detector_max_batch(device: str | None = None) -> int:
     return GPU_MAX_BATCH if _on_cuda(device) else CPU_MAX_BATCH
 
 
-@cache
-def weights_sha256(model: str) -> str:
-    """sha256 of the model's weights file as found on disk (hashed once per process)."""
-    return sha256_of(model_info(model).paths(settings.WEIGHTS_DIR).weights)
-
 
 def get_batcher(model: str | None = None) -> DynamicBatcher:
     """The process's inference thread for a model (the settings' model by default): it
@@ -94,17 +87,3 @@ def video_slice_frames(device: str | None = None) -> int:
     if settings.VIDEO_SLICE_FRAMES:
         return settings.VIDEO_SLICE_FRAMES
     return 0 if _on_cuda(device) else CPU_VIDEO_SLICE_FRAMES
-
-
-def installed_models() -> list[str]:
-    """The registered models whose files are in WEIGHTS_DIR."""
-    from detection.engine import MODELS
-
-    return [name for name, info in MODELS.items()
-            if not info.paths(settings.WEIGHTS_DIR).missing()]
-
-
-@cache
-def class_names(model: str) -> tuple[str, ...]:
-    """The model's class names, read from its names file (no network to load)."""
-    return tuple(read_names(model_info(model).paths(settings.WEIGHTS_DIR).names))

@@ -21,12 +21,14 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from detection.inference import class_names
+from detection import dispatch
+from detection.catalog import class_names
 from detection.models import AddedBox, Detection, Job, ReviewEvent
 from detection.services import MEDIA_FIELDS, job_create
 from detection.uploads import stored_name
 from pmr.errors import ApiError
 from pmr.storage import local_or_url
+from videos.services import queue_parts, selection_for
 
 REVIEW_ACTIONS = ("confirm", "reject", "relabel", "reset")
 
@@ -105,9 +107,6 @@ def job_mark_reviewed(*, job: Job, user) -> None:
 def job_rerun(*, job: Job, user, model_name: str | None = None,
               min_confidence: float | None = None, iou_threshold: float | None = None) -> Job:
     """A new job on the same input with other settings, linked to this one."""
-    from detection.tasks import detect_image
-    from videos.services import queue_parts, selection_for
-
     if not job.input_file:
         raise ApiError("no_input", "the job's input file is gone")
     params = dict(job.params)
@@ -130,7 +129,9 @@ def job_rerun(*, job: Job, user, model_name: str | None = None,
                                    details={"rerun": str(rerun.pk), "model": model,
                                             "params": params})
         if job.kind == Job.Kind.IMAGE:
-            detect_image.delay_on_commit(str(rerun.pk))
+            # A broker that cannot be reached leaves it to the watchdog (its lease lapses).
+            dispatch.send_on_commit(dispatch.DETECT_IMAGE, [(str(rerun.pk),)],
+                                    on_error=lambda exc: None)
         else:
             queue_parts(rerun, selection_for(rerun))
     return rerun

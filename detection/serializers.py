@@ -7,8 +7,8 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from detection.catalog import class_names
 from detection.engine import Detection as EngineDetection
-from detection.inference import class_names
 from detection.models import Detection, Job
 
 

@@ -1,4 +1,9 @@
-"""Celery tasks: thin interfaces that take ids and call services."""
+"""Celery tasks: thin interfaces that take ids and call services.
+
+Only workers import this module (Celery's autodiscovery, at worker start; everything else
+sends tasks by name, see ``detection.dispatch``): importing it connects the worker's
+start-up and shutdown handlers (``detection.worker``), before Celery sends worker_init.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import logging
 from celery import shared_task
 from django.db import DatabaseError
 
-from detection import services
+from detection import runner, services, worker  # noqa: F401 - worker: its signals
 from detection.models import Job
 
 logger = logging.getLogger(__name__)
@@ -18,7 +23,7 @@ logger = logging.getLogger(__name__)
              retry_backoff=True, retry_backoff_max=30)
 def detect_image(self, job_id: str) -> None:
     try:
-        services.image_job_run(job_id=job_id)
+        runner.image_job_run(job_id=job_id)
     except DatabaseError:
         raise  # retried by autoretry_for
     except Exception as exc:

@@ -1,4 +1,8 @@
-"""Celery worker start-up: load the model once, warm it up, report in, keep reporting."""
+"""Celery worker start-up: load the model once, warm it up, report in, keep reporting.
+
+Imported by ``detection.tasks`` (so by workers only, once the apps are loaded), which
+connects these handlers before Celery sends worker_init.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,16 @@ import time
 import numpy as np
 from celery.signals import worker_init, worker_shutdown
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
+
+from detection import leases
+from detection.catalog import weights_sha256
+from detection.inference import get_batcher
+from detection.models import WorkerHeartbeat
+from detection.services import requeue_stalled_images
+from videos.runner import parts_limit, parts_limit_set
+from videos.services import requeue_stalled
 
 logger = logging.getLogger("pmr.worker")
 _stop = threading.Event()
@@ -22,10 +34,6 @@ def _beat(hostname: str, detector, queues: str, started) -> None:
     """Report in and renew the leases of the work in hand (image jobs, video parts) every
     WORKER_HEARTBEAT_SECONDS; requeue dead workers' jobs, and stalled video parts, every
     WATCHDOG_SECONDS (any live worker may: requeueing is atomic per job)."""
-    from detection import leases
-    from detection.models import WorkerHeartbeat
-    from detection.services import requeue_stalled_images
-    from videos.services import requeue_stalled
 
     next_watch = 0.0
     while True:
@@ -53,8 +61,6 @@ def pool_fit_threads(threads: int) -> int | None:
     heartbeat and one spare: a task keeps its thread's connection while it waits for the
     batcher, so a pool smaller than the threads makes busy tasks time out waiting for a
     connection. Returns the pool's size (None: no pool)."""
-    from django.db import connections
-
     pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
     if not isinstance(pool, dict):
         return None
@@ -70,8 +76,6 @@ def pool_fit_threads(threads: int) -> int | None:
 
 @worker_init.connect
 def load_model(sender=None, **kwargs) -> None:
-    from detection.inference import get_batcher, weights_sha256
-    from videos.services import parts_limit, parts_limit_set
 
     if settings.WORKER_NICE:
         os.nice(settings.WORKER_NICE)
@@ -104,7 +108,6 @@ def load_model(sender=None, **kwargs) -> None:
 
 @worker_shutdown.connect
 def report_out(**kwargs) -> None:
-    from detection.models import WorkerHeartbeat
 
     _stop.set()
     if "hostname" in _state:

@@ -10,7 +10,8 @@ from typing import NoReturn
 import pytest
 from django.conf import settings
 
-from detection.engine import Detector, model_info
+from detection.engine import model_info
+from detection.engine.detector import Detector
 
 SHARED = Path(settings.BASE_DIR).parent / "shared" / "testdata"
 DARKNET = SHARED / "darknet"

@@ -159,6 +159,25 @@ def test_the_annotated_video_of_an_unfinished_job_is_not_ready(api, user, settin
     assert response.json()["error"]["code"] == "not_ready"
 
 
+def test_the_annotated_video_of_an_image_job_is_not_a_video_job(api, user):
+    from tests.factories import JobFactory
+
+    job = JobFactory(owner=user, kind="image")
+    response = api.get(f"/api/jobs/{job.pk}/annotated")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "not_a_video_job"
+
+
+def test_an_image_job_whose_input_is_gone_fails_with_input_missing(eager_celery, user):
+    from detection import runner
+    from tests.factories import JobFactory
+
+    job = JobFactory(owner=user, kind="image", status="queued", input_file="images/gone.jpg")
+    runner.image_job_run(job_id=str(job.pk))
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == ("failed", "input_missing")
+
+
 def test_an_image_whose_inference_outlasts_the_soft_limit_fails_with_timeout(
         api, eager_celery, tiny_paths, darknet_dir, settings):
     # A real forward pass (tens of milliseconds) against a limit of a microsecond.

@@ -77,7 +77,7 @@ def test_a_job_still_running_when_the_wait_ends_is_a_202(api, tiny_paths, darkne
 
 def test_a_worker_runs_an_image_job_once_and_counts_the_attempt(api, eager_celery, tiny_paths,
                                                                 darknet_dir):
-    from detection import services
+    from detection import runner
 
     body = post_image(api, (darknet_dir / "dog.jpg").read_bytes()).json()
     job = Job.objects.get(pk=body["id"])
@@ -85,7 +85,7 @@ def test_a_worker_runs_an_image_job_once_and_counts_the_attempt(api, eager_celer
     found = Detection.objects.filter(job=job).count()
     assert found == len(body["detections"]) > 0
 
-    services.image_job_run(job_id=body["id"])  # a redelivered message: nothing runs again
+    runner.image_job_run(job_id=body["id"])  # a redelivered message: nothing runs again
     job.refresh_from_db()
     assert job.status == "succeeded" and job.attempts == 1
     assert Detection.objects.filter(job=job).count() == found
@@ -131,7 +131,7 @@ def test_a_second_message_for_a_job_a_live_worker_holds_is_dropped(tiny_paths, d
 
     from django.utils import timezone
 
-    from detection import services
+    from detection import runner
     from tests.factories import image_job_with_detections
 
     job = image_job_with_detections(darknet_dir / "dog.jpg", tiny_paths, "held")
@@ -141,13 +141,13 @@ def test_a_second_message_for_a_job_a_live_worker_holds_is_dropped(tiny_paths, d
         Job.objects.filter(pk=job.pk).update(status="queued", attempts=attempts,
                                              started_at=now,
                                              lease_expires=now + timedelta(seconds=30))
-        services.image_job_run(job_id=str(job.pk))  # e.g. redelivered by the broker
+        runner.image_job_run(job_id=str(job.pk))  # e.g. redelivered by the broker
         job.refresh_from_db()
         assert job.status == "queued" and job.attempts == attempts
         assert not Detection.objects.filter(job=job).exists()
 
     _lapsed(job, 1)  # the holder died after all: the next message runs it
-    services.image_job_run(job_id=str(job.pk))
+    runner.image_job_run(job_id=str(job.pk))
     job.refresh_from_db()
     assert job.status == "succeeded" and job.attempts == 2
 
@@ -160,7 +160,7 @@ def test_the_heartbeat_renews_the_lease_of_a_job_waiting_in_its_worker(
     from django.db import close_old_connections
     from django.utils import timezone
 
-    from detection import services
+    from detection import runner, services
     from detection.batching import DynamicBatcher
     from tests.factories import image_job_with_detections
 
@@ -182,7 +182,7 @@ def test_the_heartbeat_renews_the_lease_of_a_job_waiting_in_its_worker(
 
     def work():
         try:
-            services.image_job_run(job_id=str(job.pk))
+            runner.image_job_run(job_id=str(job.pk))
         finally:
             close_old_connections()
 

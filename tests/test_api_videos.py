@@ -138,7 +138,7 @@ def test_a_queued_job_can_be_cancelled(api, tiny_paths, short_clip):
         app.conf.broker_url = broker
     response = api.post(reverse("job-cancel", args=[job_id]))
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    from videos.services import video_part_run
+    from videos.runner import video_part_run
 
     video_part_run(job_id=job_id, index=0)  # a worker getting to it later does nothing
     assert Job.objects.get(pk=job_id).frames_done == 0
@@ -246,7 +246,7 @@ def test_invalid_parameters(api, settings, short_clip, fields, field):
 def test_a_worker_running_its_share_of_parts_defers_the_next_one(api, tiny_paths, short_clip,
                                                                  settings):
     from pmr.celery import app
-    from videos import services
+    from videos import runner
     from videos.models import VideoPart
 
     settings.VIDEO_PARTS_PER_WORKER = 1
@@ -255,21 +255,21 @@ def test_a_worker_running_its_share_of_parts_defers_the_next_one(api, tiny_paths
     try:
         job_id = submit(api, short_clip).json()["id"]
         queued = VideoPart.objects.get(job_id=job_id, index=0)
-        assert services._take_slot()  # a part of another job is running here
+        assert runner._take_slot()  # a part of another job is running here
         try:
-            services.video_part_run(job_id=job_id, index=0)
+            runner.video_part_run(job_id=job_id, index=0)
         finally:
-            services._free_slot()
+            runner._free_slot()
         part = VideoPart.objects.get(pk=queued.pk)
         assert part.status == "queued" and part.attempts == 0 and part.frames_done == 0
         assert part.lease_expires > queued.lease_expires  # its message is alive
 
         # A part some live task holds is not sent again (that task finishes it).
         VideoPart.objects.filter(pk=part.pk).update(status="running", lease_owner="w:1:2")
-        assert not services._defer(job_id, 0)
+        assert not runner._defer(job_id, 0)
     finally:
         app.conf.broker_url = broker
-    services.video_part_run(job_id=job_id, index=0)  # a free slot: still not taken from it
+    runner.video_part_run(job_id=job_id, index=0)  # a free slot: still not taken from it
     assert VideoPart.objects.get(pk=part.pk).attempts == 0
 
 
@@ -280,7 +280,7 @@ def test_a_held_part_is_renewed_a_stalled_one_requeued_and_failed_stalled(api, t
     from django.utils import timezone
 
     from pmr.celery import app
-    from videos import services
+    from videos import runner, services
     from videos.models import VideoPart
 
     broker = app.conf.broker_url
@@ -319,7 +319,7 @@ def test_a_held_part_is_renewed_a_stalled_one_requeued_and_failed_stalled(api, t
 
         # Its attempts spent, it fails as stalled, not as a dead worker.
         VideoPart.objects.filter(pk=part.pk).update(attempts=settings.JOB_MAX_ATTEMPTS)
-        services.video_part_run(job_id=job_id, index=0)
+        runner.video_part_run(job_id=job_id, index=0)
     finally:
         app.conf.broker_url = broker
     job = Job.objects.get(pk=job_id)
@@ -330,7 +330,7 @@ def test_a_held_part_is_renewed_a_stalled_one_requeued_and_failed_stalled(api, t
 def test_a_part_whose_worker_died_job_max_attempts_times_fails_worker_lost(api, tiny_paths,
                                                                           short_clip, settings):
     from pmr.celery import app
-    from videos import services
+    from videos import runner
     from videos.models import VideoPart
 
     broker = app.conf.broker_url
@@ -339,7 +339,7 @@ def test_a_part_whose_worker_died_job_max_attempts_times_fails_worker_lost(api, 
         job_id = submit(api, short_clip).json()["id"]
         VideoPart.objects.filter(job_id=job_id).update(
             attempts=settings.JOB_MAX_ATTEMPTS, requeued_because="worker_lost")
-        services.video_part_run(job_id=job_id, index=0)  # the attempt after the last
+        runner.video_part_run(job_id=job_id, index=0)  # the attempt after the last
     finally:
         app.conf.broker_url = broker
     job = Job.objects.get(pk=job_id)

@@ -17,6 +17,10 @@ def iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+# The README's claim for fp32 (measured worst: IoU 0.9960, |score difference| 0.0107).
+MIN_IOU, MAX_SCORE_DIFFERENCE = 0.995, 0.011
+
+
 @pytest.mark.parametrize("name", IMAGES)
 def test_detections_match_darknet(tiny_fp32, darknet_dir, reference_detections, name):
     # darknet's `detector valid` protocol: objectness 0.005, per-class NMS 0.45, no cap.
@@ -32,8 +36,10 @@ def test_detections_match_darknet(tiny_fp32, darknet_dir, reference_detections, 
         candidates = [(iou(box, b), i) for i, (c, _, b) in enumerate(ours_boxes)
                       if c == ref["class_id"]]
         best_iou, best = max(candidates, default=(0.0, None))
-        assert best is not None and best_iou >= 0.9, f"{ref} not found (best IoU {best_iou:.3f})"
-        assert abs(ours_boxes[best][1] - ref["score"]) <= 0.03, (ref, ours_boxes[best])
+        assert best is not None and best_iou >= MIN_IOU, (
+            f"{ref} not found (best IoU {best_iou:.4f})")
+        assert abs(ours_boxes[best][1] - ref["score"]) <= MAX_SCORE_DIFFERENCE, (
+            ref, ours_boxes[best])
         matched.add(best)
     extra = [ours_boxes[i] for i, (_, score, _) in enumerate(ours_boxes)
              if score >= 0.25 and i not in matched]

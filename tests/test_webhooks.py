@@ -130,3 +130,23 @@ def test_a_cancelled_video_sends_its_webhook(receiver, eager_celery):
     job_cancel(job=job)  # the webhook task runs inline here
     [delivery] = hook.received
     assert verified(delivery)["event"] == "job.cancelled"
+
+
+def test_a_video_part_that_raises_fails_its_job_and_the_webhook_says_so(receiver, eager_celery,
+                                                                       monkeypatch):
+    from videos import runner, tasks
+
+    hook = receiver()
+    job = JobFactory(kind="video", status="running", callback_url=hook.url)
+
+    def a_bug(**kwargs):
+        raise RuntimeError("a bug in the pipeline")
+
+    monkeypatch.setattr(runner, "video_part_run", a_bug)
+    tasks.process_video_part.apply(args=(str(job.pk), 0))
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == ("failed", "internal_error")
+    assert job.error_message == "RuntimeError: a bug in the pipeline"
+    [delivery] = hook.received
+    body = verified(delivery)
+    assert body["event"] == "job.failed" and body["job"]["error"]["code"] == "internal_error"

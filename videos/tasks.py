@@ -9,8 +9,7 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from detection.models import Job
-from detection.services import job_fail
-from videos import services, webhooks
+from videos import runner, services, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -19,18 +18,18 @@ logger = logging.getLogger(__name__)
              reject_on_worker_lost=True, autoretry_for=(DatabaseError,), max_retries=5,
              retry_backoff=True, retry_backoff_max=60)
 def process_video_part(self, job_id: str, index: int) -> None:
-    # A part takes as long as it takes: the lease, renewed with every batch, is what
-    # tells a live worker from a dead one.
+    # A part takes as long as it takes: the lease, renewed by the worker's heartbeat while
+    # this runs, is what tells a live worker from a dead one.
     worker = self.request.hostname or socket.gethostname()
     try:
-        services.video_part_run(job_id=job_id, index=index, worker=worker)
+        runner.video_part_run(job_id=job_id, index=index, worker=worker)
     except DatabaseError:
         raise
     except Exception as exc:
         logger.exception("video job %s part %d failed", job_id, index)
         job = Job.objects.filter(pk=job_id).first()
         if job is not None:
-            job_fail(job=job, code="internal_error", message=f"{type(exc).__name__}: {exc}")
+            runner.fail(job, code="internal_error", message=f"{type(exc).__name__}: {exc}")
 
 
 @shared_task(name="videos.annotate_video", acks_late=True)

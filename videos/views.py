@@ -29,7 +29,6 @@ from detection.views import _owner, job_detail_response
 from pmr.errors import ApiError
 from pmr.schema import ERROR_RESPONSES
 from videos import selectors, services
-from videos.tasks import annotate_video
 
 
 class DetectVideoView(APIView):
@@ -182,7 +181,7 @@ class JobAnnotatedView(APIView):
             return response
         if job.status != Job.Status.SUCCEEDED:
             raise ApiError("not_ready", f"the job is {job.status}", status_code=409)
-        services.annotation_request(job=job, enqueue=annotate_video.delay)
+        services.annotation_request(job=job)
         return Response({"status": "rendering", "retry_after_s": 5},
                         status=status.HTTP_202_ACCEPTED, headers={"Retry-After": "5"})
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from .detector import Detection
+from .types import Detection
 
 
 def label_colour(class_id: int) -> tuple[int, int, int]:

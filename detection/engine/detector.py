@@ -6,7 +6,6 @@ import logging
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,33 +15,13 @@ from .cfg import parse_cfg
 from .model import Darknet
 from .nms import batched_nms
 from .preprocess import Letterbox, boxes_to_image, letterbox
+from .registry import model_info
+from .types import PRECISIONS, Detection, DetectOptions, OutOfMemory, read_names
 from .weights import read_darknet_weights
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class Detection:
-    class_id: int
-    label: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-    def as_dict(self) -> dict:
-        return {"label": self.label, "class_id": self.class_id,
-                "confidence": round(self.confidence, 6),
-                "box": {"x1": round(self.x1, 2), "y1": round(self.y1, 2),
-                        "x2": round(self.x2, 2), "y2": round(self.y2, 2)}}
-
-
-class OutOfMemory(MemoryError):
-    """Even a batch of one image does not fit in the device's memory."""
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -51,24 +30,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     message = str(exc)
     return "out of memory" in message or "can't allocate memory" in message
-
-
-@dataclass(frozen=True)
-class DetectOptions:
-    """Per-call detection options (see :meth:`Detector.options` to build from names)."""
-
-    min_confidence: float = 0.25
-    iou_threshold: float = 0.45
-    classes: frozenset[int] | None = None  # None: every class
-    max_detections: int = 100
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_confidence < 1:
-            raise ValueError("min_confidence must be in [0, 1)")
-        if not 0 < self.iou_threshold <= 1:
-            raise ValueError("iou_threshold must be in (0, 1]")
-        if self.max_detections < 1:
-            raise ValueError("max_detections must be at least 1")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -125,11 +86,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 is for CUDA devices; use fp32 or bf16 on the CPU")
     return precision
-
-
-def read_names(path: str | Path) -> list[str]:
-    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    return [name for name in names if name]
 
 
 class Detector:
@@ -299,3 +255,15 @@ class Detector:
             if len(results[image]) < options[image].max_detections:
                 results[image].append(Detection(cls, self.names[cls], conf, x1, y1, x2, y2))
         return results
+
+
+def load_detector(name: str, weights_dir: str | Path, **options) -> Detector:
+    """Load a registered model from ``weights_dir`` (see :class:`Detector` for options)."""
+    paths = model_info(name).paths(weights_dir)
+    missing = paths.missing()
+    if missing:
+        raise FileNotFoundError(
+            f"model {name!r} is not in {Path(weights_dir)} (missing "
+            f"{', '.join(p.name for p in missing)}): run "
+            f"'python manage.py fetch_weights --model {name}'")
+    return Detector.from_files(paths.cfg, paths.weights, paths.names, **options)

@@ -25,8 +25,8 @@ import requests
 from tqdm import tqdm
 
 from .cfg import CfgError, parse_cfg
-from .detector import read_names
 from .registry import ModelInfo, ModelPaths
+from .types import read_names
 from .weights import WeightsError, expected_size, read_header
 
 Log = Callable[[str], None]

@@ -1,11 +1,10 @@
-"""The models PMR knows how to fetch and load, and where their files live."""
+"""The models PMR knows how to fetch and load, and where their files live (no PyTorch:
+loading one is ``detector.load_detector``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from .detector import Detector
 
 _DARKNET_RAW = "https://raw.githubusercontent.com/pjreddie/darknet/master"
 _ALEXEYAB_RELEASE = "https://github.com/AlexeyAB/darknet/releases/download/darknet_yolo_v3_optimal"
@@ -78,15 +77,3 @@ def model_info(name: str) -> ModelInfo:
         return MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})") from None
-
-
-def load_detector(name: str, weights_dir: str | Path, **options) -> Detector:
-    """Load a registered model from ``weights_dir`` (see :class:`Detector` for options)."""
-    paths = model_info(name).paths(weights_dir)
-    missing = paths.missing()
-    if missing:
-        raise FileNotFoundError(
-            f"model {name!r} is not in {Path(weights_dir)} (missing "
-            f"{', '.join(p.name for p in missing)}): run "
-            f"'python manage.py fetch_weights --model {name}'")
-    return Detector.from_files(paths.cfg, paths.weights, paths.names, **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
@@ -79,3 +80,27 @@ def test_when_the_wait_runs_out_the_answer_is_202_and_the_job_finishes(service, 
     assert job["status"] == "succeeded"
     assert {"person", "horse", "dog"} <= {d["label"] for d in job["detections"]}
     service.stop("web-impatient")
+
+
+def _loads_torch(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text(encoding="ascii", errors="replace")
+
+
+def test_the_web_processes_never_load_pytorch_the_worker_does(service, darknet_dir,
+                                                              videos_dir):
+    import psutil
+
+    # Every kind of request the web tier serves: images (waited for), videos, the job's
+    # pages, the admin's overview, the schema.
+    assert service.post_image(darknet_dir / "dog.jpg").status_code == 201
+    video = service.post_video(videos_dir / "intel_people-detection_from_gif.mp4")
+    assert video.status_code == 202, video.text
+    job = service.wait_job(video.headers["Location"])
+    for path in (job["detections_url"], job["segments_url"], "/api/schema/", "/readyz",
+                 "/metrics"):
+        assert service.get(path).status_code == 200, path
+    master = psutil.Process(service.processes["web"].pid)
+    workers = master.children()
+    assert workers, "gunicorn has no worker processes"
+    assert not [p.pid for p in [master, *workers] if _loads_torch(p.pid)]
+    assert _loads_torch(service.processes["worker1"].pid)

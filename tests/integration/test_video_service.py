@@ -3,12 +3,17 @@ webhooks, cancel and delete."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import signal
 import threading
+import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from tests.conftest import files_under
 from tests.videos import decoded_frames
@@ -166,3 +171,85 @@ def test_a_truncated_upload_is_refused_with_nothing_left(service, videos_dir):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "corrupt_video"
     assert files_under(media) == before
+
+
+def _wait_for(probe, what: str, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = probe()
+        if answer:
+            return answer
+        time.sleep(0.25)
+    raise TimeoutError(f"{what} not within {timeout} s")
+
+
+def _mp4_frames(data: bytes) -> int:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_the_annotated_video_is_rendered_on_demand_by_a_worker(service, videos_dir):
+    job = service.wait_job(service.post_video(
+        videos_dir / "intel_people-detection_from_gif.mp4").headers["Location"])
+    assert job["status"] == "succeeded", job["error"]
+    first = service.get(job["annotated_url"])
+    assert first.status_code == 202 and int(first.headers["Retry-After"]) >= 1, first.text
+    assert first.json()["status"] == "rendering"
+    video = _wait_for(lambda: (r := service.get(job["annotated_url"])).status_code == 200 and r,
+                      "the annotated video")
+    assert video.headers["Content-Type"] == "video/mp4" and video.content[4:8] == b"ftyp"
+    assert _mp4_frames(video.content) == job["progress"]["frames_done"] == 23
+
+
+def _admin(service) -> requests.Session:
+    """A staff session on the service's admin, logged in through its login form."""
+    name, password = f"reviewer-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    service.manage("shell", "-c", "from django.contrib.auth.models import User; "
+                   f"User.objects.create_superuser({name!r}, 'r@example.com', {password!r})")
+    session = requests.Session()
+    session.get(f"{service.base_url}/admin/login/", timeout=30)
+    answer = session.post(f"{service.base_url}/admin/login/?next=/admin/", timeout=30, data={
+        "username": name, "password": password, "next": "/admin/",
+        "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+    assert answer.status_code == 200 and "sessionid" in session.cookies, answer.text[:500]
+    return session
+
+
+def _review(session: requests.Session, service, job_id: str, **fields) -> requests.Response:
+    answer = session.post(f"{service.base_url}/admin/detection/job/{job_id}/review",
+                          data={**fields, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+                          timeout=60)
+    assert answer.status_code == 200, answer.text[:500]  # the job's page, after the redirect
+    return answer
+
+
+def test_an_admin_re_run_and_render_are_done_by_a_real_worker(service, darknet_dir,
+                                                             videos_dir):
+    session = _admin(service)
+    original = service.post_image(darknet_dir / "dog.jpg").json()
+    assert original["status"] == "succeeded"
+    page = _review(session, service, original["id"], action="rerun", min_confidence="0.5")
+    rerun_id = re.search(r"Re-run queued: <a [^>]*>job ([0-9a-f-]{36})</a>", page.text).group(1)
+    rerun = service.wait_job(f"/api/jobs/{rerun_id}")
+    assert rerun["status"] == "succeeded", rerun["error"]
+    assert rerun["params"]["min_confidence"] == 0.5
+    # The same input and model, a higher threshold: the original's detections above it
+    # (to rounding: the two may have run in forward passes of other sizes).
+    kept = [d for d in original["detections"] if d["confidence"] >= 0.5]
+    assert kept and len(kept) < len(original["detections"])
+    assert [d["label"] for d in rerun["detections"]] == [d["label"] for d in kept]
+    for mine, theirs in zip(rerun["detections"], kept, strict=True):
+        assert abs(mine["confidence"] - theirs["confidence"]) <= 0.01
+        assert max(abs(mine["box"][k] - theirs["box"][k]) for k in mine["box"]) <= 2.0
+
+    video = service.wait_job(service.post_video(
+        videos_dir / "intel_people-detection_from_gif.mp4").headers["Location"])
+    admin_file = f"{service.base_url}/admin/detection/job/{video['id']}/annotated"
+    assert session.get(admin_file, timeout=30).status_code == 404  # not rendered yet
+    page = _review(session, service, video["id"], action="annotate")
+    assert "being rendered" in page.text
+    rendered = _wait_for(lambda: (r := session.get(admin_file, timeout=30)).status_code == 200
+                         and r, "the admin's annotated video")
+    assert _mp4_frames(rendered.content) == 23

@@ -1,0 +1,67 @@
+"""The one way work is sent to the workers.
+
+Tasks are sent by name, so that what sends them (web views, services, the watchdog)
+never imports the tasks or what the tasks run — the detector, and with it PyTorch — and
+services and tasks do not import each other. A broker that cannot be reached raises one
+of ``BROKER_ERRORS`` from :func:`send`; :func:`send_on_commit` hands it to the caller's
+``on_error`` instead (the work is then left to the watchdog, which sends it again).
+
+With ``task_always_eager`` (the unit tests), a task runs in this process, as
+``Task.delay`` would run it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import kombu.exceptions
+from django.db import transaction
+
+from pmr.celery import app
+
+logger = logging.getLogger(__name__)
+
+# What publishing a task raises when the broker cannot be reached.
+BROKER_ERRORS = (kombu.exceptions.OperationalError, ConnectionError, OSError)
+
+DETECT_IMAGE = "detection.detect_image"
+PROCESS_VIDEO_PART = "videos.process_video_part"
+ANNOTATE_VIDEO = "videos.annotate_video"
+SEND_WEBHOOK = "videos.send_webhook"
+
+
+def send(name: str, *args, countdown: float | None = None) -> None:
+    """Send one task now (raises one of BROKER_ERRORS if the broker is unreachable)."""
+    send_many(name, [args], countdown=countdown)
+
+
+def send_many(name: str, calls: Iterable[tuple], *, countdown: float | None = None) -> None:
+    """Send the task once per argument tuple, over one broker connection."""
+    if app.conf.task_always_eager:
+        if name not in app.tasks:
+            app.loader.import_default_modules()  # registers the tasks, as a worker's start
+        for args in calls:
+            app.tasks[name].apply(args=args, throw=app.conf.task_eager_propagates)
+        return
+    with app.producer_or_acquire() as producer:
+        for args in calls:
+            app.send_task(name, args=args, countdown=countdown, producer=producer)
+
+
+def send_on_commit(name: str, calls: Iterable[tuple], *,
+                   on_error: Callable[[Exception], None] | None = None) -> None:
+    """Send once the current transaction commits (at once outside one): the worker that
+    takes the task finds what it refers to. A broker error is given to ``on_error``."""
+    calls = list(calls)
+
+    def go() -> None:
+        try:
+            send_many(name, calls)
+        except BROKER_ERRORS as exc:
+            if on_error is None:
+                raise
+            logger.warning("%s: the broker is unreachable (%s)", name, exc)
+            on_error(exc)
+
+    transaction.on_commit(go)

@@ -1,0 +1,249 @@
+"""Running video parts, in a worker: the video path's only module that loads the model.
+
+A part is processed under a lease, which the heartbeat of the worker holding it renews
+for as long as the task runs (``detection.leases``); see ``videos.services`` for the
+whole scheme. Each batch commits its detections with the part's progress, so that a
+part taken over resumes from its last committed batch. The task that finishes the last
+part finishes the job (decided under a row lock, not by a chord callback, so that a part
+taken over after its worker died still counts).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from detection import dispatch
+from detection.catalog import weights_sha256
+from detection.inference import get_batcher
+from detection.models import Detection, Job
+from detection.services import job_fail
+from pmr.storage import local_or_url
+from videos.models import VideoPart
+from videos.pipeline import FrameReader
+from videos.services import annotate_job, announce, part_leases, selection_for
+
+logger = logging.getLogger(__name__)
+
+DETECTION_PARAMS = ("min_confidence", "iou_threshold", "classes", "max_detections")
+_EXACT_FRAME_COUNTS = ("video/mp4", "video/quicktime", "video/x-m4v", "video/3gpp")
+
+
+class LeaseLost(Exception):
+    """The part was taken over, or its job cancelled, failed or deleted."""
+
+
+def _claim(job_id: str, index: int, owner: str, worker: str) -> VideoPart | None:
+    """Take the part if it is free (never started, or its holder stopped renewing)."""
+    now = timezone.now()
+    free = Q(lease_owner="") | Q(lease_expires__lt=now) | Q(lease_owner=owner)
+    active = (Job.Status.QUEUED, Job.Status.RUNNING)
+    taken = VideoPart.objects.filter(
+        free, job_id=job_id, index=index, job__status__in=active,
+        status__in=(VideoPart.Status.QUEUED, VideoPart.Status.RUNNING),
+    ).update(status=VideoPart.Status.RUNNING, lease_owner=owner,
+             lease_expires=now + timedelta(seconds=settings.VIDEO_LEASE_SECONDS),
+             progressed_at=now, attempts=F("attempts") + 1, worker=worker)
+    if not taken:
+        return None
+    Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(status=Job.Status.RUNNING,
+                                                                  started_at=now)
+    return VideoPart.objects.select_related("job").get(job_id=job_id, index=index)
+
+
+# Video parts this process is running. A part holds a Celery thread for as long as it
+# runs (minutes); past the limit, a part is deferred rather than run, so that the
+# worker's other threads stay free for image requests. (More parts at once would not go
+# faster: they share the process's one inference thread.)
+_parts = {"running": 0, "auto": 0}
+_parts_lock = threading.Lock()
+
+# How soon a part deferred by a busy worker is offered to the workers again.
+DEFER_SECONDS = 2.0
+
+
+def parts_limit_set(*, threads: int, takes_images: bool) -> None:
+    """At worker start: VIDEO_PARTS_PER_WORKER's automatic value, from the worker's
+    threads — half of them where it also takes image requests, else all."""
+    _parts["auto"] = max(1, threads // 2) if takes_images else threads
+
+
+def parts_limit() -> int:
+    """How many video parts this process runs at once."""
+    return (settings.VIDEO_PARTS_PER_WORKER or _parts["auto"]
+            or max(1, settings.CELERY_WORKER_CONCURRENCY // 2))
+
+
+def _take_slot() -> bool:
+    with _parts_lock:
+        if _parts["running"] >= parts_limit():
+            return False
+        _parts["running"] += 1
+        return True
+
+
+def _free_slot() -> None:
+    with _parts_lock:
+        _parts["running"] -= 1
+
+
+def _defer(job_id: str, index: int) -> bool:
+    """Send a part that nobody holds to the queue again, a little later; False if it is
+    not to be run (held by a live task, done, or its job finished or gone).
+
+    Its lease is pushed back meanwhile: the message is alive, the watchdog need not send
+    another (it still does if the message is lost, once the lease lapses).
+    """
+    now = timezone.now()
+    kept = VideoPart.objects.filter(
+        job_id=job_id, index=index, lease_owner="",
+        status__in=(VideoPart.Status.QUEUED, VideoPart.Status.RUNNING),
+        job__status__in=(Job.Status.QUEUED, Job.Status.RUNNING),
+    ).update(lease_expires=now + timedelta(seconds=settings.QUEUE_STALE_SECONDS))
+    if kept:
+        try:
+            dispatch.send(dispatch.PROCESS_VIDEO_PART, job_id, index, countdown=DEFER_SECONDS)
+        except dispatch.BROKER_ERRORS:
+            VideoPart.objects.filter(job_id=job_id, index=index,
+                                     lease_owner="").update(lease_expires=now)  # watchdog
+    return bool(kept)
+
+
+def video_part_run(*, job_id: str, index: int, worker: str | None = None) -> None:
+    """Process (or resume) one part of a video job, in a worker; defer it if this
+    process already runs as many parts as it may (``parts_limit``)."""
+    if not _take_slot():
+        if _defer(job_id, index):
+            logger.info("video job %s part %d: deferred (%d parts running here)", job_id,
+                        index, parts_limit())
+        return
+    try:
+        _run_part(job_id, index, worker or socket.gethostname())
+    finally:
+        _free_slot()
+
+
+def _run_part(job_id: str, index: int, worker: str) -> None:
+    owner = f"{worker}:{os.getpid()}:{threading.get_ident()}"
+    part = _claim(job_id, index, owner, worker)
+    if part is None:
+        return  # finished, cancelled, deleted, or another worker holds it
+    job = part.job
+    if part.attempts > settings.JOB_MAX_ATTEMPTS:
+        tried = part.attempts - 1
+        if part.requeued_because == VideoPart.Requeued.STALLED:
+            fail(job, code="stalled", message=f"processing frames {part.start_frame}.. of "
+                  f"this video made no progress for {settings.STALL_SECONDS:g} s, {tried} "
+                  "times (its worker was alive)")
+        else:
+            fail(job, code="worker_lost", message=f"the worker died {tried} times "
+                  f"processing frames {part.start_frame}.. of this video")
+        return
+    try:
+        with part_leases.hold(part.pk, owner):
+            _process_part(job, part, owner)
+    except LeaseLost:
+        logger.info("video job %s part %d: stopped (cancelled, failed, deleted or taken "
+                    "over)", job_id, index)
+
+
+def _process_part(job: Job, part: VideoPart, owner: str) -> None:
+    batcher = get_batcher(job.model_name)
+    try:
+        detector = batcher.detector()
+    except FileNotFoundError as exc:
+        fail(job, code="model_unavailable", message=str(exc))
+        return
+    options = detector.options(**{k: job.params.get(k) for k in DETECTION_PARAMS
+                                  if job.params.get(k) is not None})
+    # A batch commits with the progress that covers it, so nothing of this part past
+    # next_frame is stored — but an attempt cut short between the two would leave some.
+    upto = Q(frame_index__lt=part.end_frame) if part.end_frame is not None else Q()
+    Detection.objects.filter(upto, job=job, frame_index__gte=part.next_frame).delete()
+    logger.info("video job %s part %d: attempt %d, from frame %d", job.pk, part.index,
+                part.attempts, part.next_frame)
+    batch_size = settings.VIDEO_BATCH_SIZE
+    with local_or_url(job.input_file.name) as source, FrameReader(
+            source, selection_for(job), start=part.next_frame, end=part.end_frame,
+            batch_size=batch_size, queue_frames=2 * batch_size) as reader:
+        for batch in reader.batches():
+            started = time.perf_counter()
+            results = batcher.submit_many([f.image for f in batch], [options] * len(batch),
+                                          bulk=True).result()
+            found = [result.detections for result in results]
+            rows = [Detection(job=job, frame_index=f.index, timestamp_ms=f.timestamp_ms,
+                              class_id=d.class_id, label=d.label, confidence=d.confidence,
+                              x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2)
+                    for f, per_frame in zip(batch, found, strict=True) for d in per_frame]
+            elapsed_ms = 1000 * (time.perf_counter() - started)
+            with transaction.atomic():
+                renewed = VideoPart.objects.filter(
+                    pk=part.pk, lease_owner=owner, job__status=Job.Status.RUNNING,
+                ).update(next_frame=batch[-1].index + 1, frames_done=F("frames_done") + len(batch),
+                         progressed_at=timezone.now())
+                if not renewed:
+                    raise LeaseLost
+                Job.objects.filter(pk=job.pk).update(
+                    frames_done=F("frames_done") + len(batch),
+                    processing_ms=F("processing_ms") + elapsed_ms)
+                Detection.objects.bulk_create(rows, batch_size=2000)
+        end = reader.end
+    _part_done(job, part, owner, end)
+
+
+def _part_done(job: Job, part: VideoPart, owner: str, end) -> None:
+    expected = part.end_frame if part.end_frame is not None else (job.frame_count or 0)
+    tolerance = 0 if (part.end_frame is not None or job.content_type in _EXACT_FRAME_COUNTS) \
+        else max(2, expected // 50)  # other containers only estimate their frame count
+    if end.error or end.frames_read < expected - tolerance:
+        stopped_ms = round(end.frames_read * 1000 / job.fps) if job.fps else 0
+        job.refresh_from_db(fields=["frames_done"])
+        fail(job, code="decode_failed", message=(
+            f"decoding stopped at frame {end.frames_read} ({stopped_ms} ms) of the "
+            f"{job.frame_count} the video claims" + (f": {end.error}" if end.error else "")
+            + f"; the detections of the {job.frames_done} frames processed are kept"))
+        return
+    with transaction.atomic():
+        finished = VideoPart.objects.filter(pk=part.pk, lease_owner=owner).update(
+            status=VideoPart.Status.DONE, lease_owner="", frames_read=end.frames_read)
+        if not finished:
+            raise LeaseLost
+        # Under the job's row lock, exactly one finishing part sees that none is left.
+        locked = Job.objects.select_for_update().filter(pk=job.pk,
+                                                        status=Job.Status.RUNNING).first()
+        last = locked is not None and not VideoPart.objects.filter(job=job).exclude(
+            status=VideoPart.Status.DONE).exists()
+    if last:
+        _finish_job(job)
+
+
+def _finish_job(job: Job) -> None:
+    if job.params.get("annotate"):
+        try:
+            annotate_job(job=job)
+        except Exception:  # the detections stand; GET .../annotated can render it again
+            logger.exception("video job %s: the annotated video could not be made", job.pk)
+    finished = timezone.now()
+    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        status=Job.Status.SUCCEEDED, finished_at=finished, frames_total=F("frames_done"),
+        total_ms=(finished - job.created_at).total_seconds() * 1000,
+        model_sha256=weights_sha256(job.model_name))
+    if updated:
+        announce(job)
+
+
+def fail(job: Job, *, code: str, message: str) -> None:
+    """Fail a video job: its other parts stop at their next batch; its webhook is sent."""
+    job_fail(job=job, code=code, message=message)  # the other parts stop at their next batch
+    VideoPart.objects.filter(job=job).exclude(status=VideoPart.Status.DONE).update(
+        lease_owner="")
+    announce(job)
