@@ -10,6 +10,8 @@ from pmr.errors import error_body
 
 # Room for the multipart envelope and the small form fields beside the file.
 _ENVELOPE = 64 * 1024
+# Endpoints whose clients expect another error shape than PMR's (DeepStack's).
+_DEEPSTACK_PATHS = ("/v1/vision/",)
 
 
 class UploadLimitMiddleware:
@@ -24,10 +26,11 @@ class UploadLimitMiddleware:
             except ValueError:
                 length = 0
             if length > limit + _ENVELOPE:
-                response = JsonResponse(error_body(
-                    "too_large", f"the request is {length} bytes; the upload limit is {limit}",
-                    {"max_bytes": limit}), status=413)
-                return response
+                message = f"the request is {length} bytes; the upload limit is {limit}"
+                if request.path_info.startswith(_DEEPSTACK_PATHS):
+                    return JsonResponse({"success": False, "error": message}, status=413)
+                return JsonResponse(error_body("too_large", message, {"max_bytes": limit}),
+                                    status=413)
         return self.get_response(request)
 
 

@@ -206,6 +206,15 @@ def test_an_image_for_a_model_whose_files_are_missing_fails_with_model_unavailab
     assert "fetch_weights --model yolov3-spp" in body["error"]["message"]
 
 
+def test_a_deepstack_body_refused_from_its_length_is_in_deepstacks_shape(client, settings):
+    settings.UPLOAD_LIMITS = {**settings.UPLOAD_LIMITS, "/v1/vision/detection": 1000}
+    body = b"x" * (1000 + 64 * 1024 + 1)  # past the limit and the multipart envelope
+    response = client.post("/v1/vision/detection", body, content_type="image/jpeg")
+    assert response.status_code == 413
+    answer = response.json()
+    assert answer["success"] is False and "upload limit is 1000" in answer["error"]
+
+
 def test_deepstack_answers_413_429_and_500_in_its_own_shape(client, user, eager_celery,
                                                             tiny_paths, darknet_dir, settings):
     from rest_framework.authtoken.models import Token

@@ -247,6 +247,9 @@ def test_a_dropped_database_connection_is_a_clean_503_then_recovers(stack, darkn
     refused = requests.get(f"{service.base_url}/api/jobs", headers=service.headers(), timeout=30)
     assert refused.json()["error"]["code"] == "database_unavailable"
     assert refused.headers["Retry-After"] == "5"
+    readiness = requests.get(f"{service.base_url}/readyz", timeout=30).json()
+    assert readiness["error"]["code"] == "not_ready"
+    assert readiness["checks"]["database"]["ok"] is False
     # A longer outage: the pools' reconnection attempts back off meanwhile (1, 2, 4, 8 s...).
     time.sleep(20)
     proxy.restore()
