@@ -27,18 +27,12 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pmr.settings")
 
 from bench.machine import cpuinfo  # noqa: E402
+from tests.integration.service import free_port  # noqa: E402
 
 WORKERS = 2
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def environment(folder: Path) -> dict:

@@ -120,7 +120,7 @@ class DynamicBatcher:
                 _Request(list(images), list(options), future))
             self._ready.notify()
         if self.failed:
-            self._fail_waiting()
+            self._fail_waiting(self._loaded.exception())
         return future
 
     def close(self, timeout: float = 30) -> None:
@@ -129,13 +129,8 @@ class DynamicBatcher:
         the C++ runtime: processes close their batchers at exit.)"""
         with self._ready:
             self._closing = True
-            waiting = [*self._urgent, *self._bulk]
-            self._urgent.clear()
-            self._bulk.clear()
             self._ready.notify_all()
-        for request in waiting:
-            if not request.future.done():
-                request.future.set_exception(RuntimeError("the inference thread stopped"))
+        self._fail_waiting(RuntimeError("the inference thread stopped"))
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -144,13 +139,13 @@ class DynamicBatcher:
         """The model could not be loaded (the thread has stopped)."""
         return self._loaded.done() and self._loaded.exception() is not None
 
-    def _fail_waiting(self) -> None:
+    def _fail_waiting(self, exc: BaseException) -> None:
         with self._ready:
             waiting = [*self._urgent, *self._bulk]
             self._urgent.clear()
             self._bulk.clear()
         for request in waiting:
-            request.future.set_exception(self._loaded.exception())
+            request.future.set_exception(exc)
 
     def _run(self) -> None:
         if self._threads:
@@ -159,7 +154,7 @@ class DynamicBatcher:
             detector = self._load()
         except BaseException as exc:
             self._loaded.set_exception(exc)
-            self._fail_waiting()  # and submit_many fails those that come later
+            self._fail_waiting(exc)  # and submit_many fails those that come later
             return
         self.num_threads = torch.get_num_threads()
         self._loaded.set_result(detector)

@@ -3,8 +3,8 @@
 Tasks are sent by name, so that what sends them (web views, services, the watchdog)
 never imports the tasks or what the tasks run — the detector, and with it PyTorch — and
 services and tasks do not import each other. A broker that cannot be reached raises one
-of ``BROKER_ERRORS`` from :func:`send`; :func:`send_on_commit` hands it to the caller's
-``on_error`` instead (the work is then left to the watchdog, which sends it again).
+of ``BROKER_ERRORS`` from :func:`send`; :func:`send_on_commit` logs it and hands it to
+the caller's ``on_error``, if any (e.g. to leave the work to the watchdog sooner).
 
 With ``task_always_eager`` (the unit tests), a task runs in this process, as
 ``Task.delay`` would run it.
@@ -52,16 +52,16 @@ def send_many(name: str, calls: Iterable[tuple], *, countdown: float | None = No
 def send_on_commit(name: str, calls: Iterable[tuple], *,
                    on_error: Callable[[Exception], None] | None = None) -> None:
     """Send once the current transaction commits (at once outside one): the worker that
-    takes the task finds what it refers to. A broker error is given to ``on_error``."""
+    takes the task finds what it refers to. A broker error is logged, then given to
+    ``on_error``."""
     calls = list(calls)
 
     def go() -> None:
         try:
             send_many(name, calls)
         except BROKER_ERRORS as exc:
-            if on_error is None:
-                raise
-            logger.warning("%s: the broker is unreachable (%s)", name, exc)
-            on_error(exc)
+            logger.warning("%s %s not sent: the broker is unreachable (%s)", name, calls, exc)
+            if on_error is not None:
+                on_error(exc)
 
     transaction.on_commit(go)

@@ -54,7 +54,6 @@ def detector_max_batch(device: str | None = None) -> int:
     return GPU_MAX_BATCH if _on_cuda(device) else CPU_MAX_BATCH
 
 
-
 def get_batcher(model: str | None = None) -> DynamicBatcher:
     """The process's inference thread for a model (the settings' model by default): it
     loads the model, and every inference of a worker goes through it."""

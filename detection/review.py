@@ -130,8 +130,7 @@ def job_rerun(*, job: Job, user, model_name: str | None = None,
                                             "params": params})
         if job.kind == Job.Kind.IMAGE:
             # A broker that cannot be reached leaves it to the watchdog (its lease lapses).
-            dispatch.send_on_commit(dispatch.DETECT_IMAGE, [(str(rerun.pk),)],
-                                    on_error=lambda exc: None)
+            dispatch.send_on_commit(dispatch.DETECT_IMAGE, [(str(rerun.pk),)])
         else:
             queue_parts(rerun, selection_for(rerun))
     return rerun

@@ -253,12 +253,11 @@ def test_a_dropped_database_connection_is_a_clean_503_then_recovers(stack, darkn
     # A longer outage: the pools' reconnection attempts back off meanwhile (1, 2, 4, 8 s...).
     time.sleep(20)
     proxy.restore()
-    restored = time.monotonic()
     # Every web process comes back: ten answers in a row, on fresh connections that either
-    # process may take (bounded generously: a loaded machine is slow).
+    # process may take. No deadline of its own: one that never recovers is stopped by the
+    # test's timeout (pytest-timeout), with a traceback.
     in_a_row = 0
     while in_a_row < 10:
-        assert time.monotonic() - restored < 300, "did not recover"
         answer = requests.get(f"{service.base_url}/api/jobs", headers=service.headers(),
                               timeout=30)
         in_a_row = in_a_row + 1 if answer.status_code == 200 else 0

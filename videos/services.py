@@ -19,7 +19,6 @@ taken over after its worker died still counts).
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import tempfile
@@ -41,8 +40,6 @@ from pmr.storage import local_or_url
 from videos.models import VideoPart
 from videos.pipeline import FrameSelection
 from videos.probe import VideoLimits, probe_video
-
-logger = logging.getLogger(__name__)
 
 # Video parts this process is running: the heartbeat renews their leases.
 part_leases = leases.register("video_part", leases.Leases(
@@ -186,8 +183,7 @@ def announce(job: Job) -> None:
     """A job finished: wake whoever waits for it, and send its webhook."""
     notify.job_finished(job.pk)
     if job.callback_url:
-        dispatch.send_on_commit(dispatch.SEND_WEBHOOK, [(str(job.pk),)], on_error=lambda exc: (
-            logger.error("video job %s: its webhook could not be queued (%s)", job.pk, exc)))
+        dispatch.send_on_commit(dispatch.SEND_WEBHOOK, [(str(job.pk),)])
 
 
 def job_cancel(*, job: Job) -> Job:
