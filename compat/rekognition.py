@@ -120,14 +120,17 @@ def endpoint(request) -> HttpResponse:
             raise RekognitionError("UnknownOperationException",
                                    f"{target} is not supported by PMR (see its README)")
         try:
+            raw = request.body  # read before the signature, which covers it
+        except RequestDataTooBig:
+            raise RekognitionError("ImageTooLargeException", "the request is larger than "
+                                   f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes") from None
+        try:
             credential = sigv4.verify(request, service="rekognition")
         except sigv4.SignatureError as exc:
             raise RekognitionError(exc.error_type, exc.message) from None
         _throttle(request, credential.user, name)
         try:
-            body = json.loads(request.body or b"{}")
-        except RequestDataTooBig:
-            raise RekognitionError("ImageTooLargeException", "the request is too large") from None
+            body = json.loads(raw or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RekognitionError("SerializationException", "the body is not JSON") from None
         if not isinstance(body, dict):

@@ -79,10 +79,10 @@ def _image_job_finish(job: Job, started) -> None:
     pending = batcher.submit(image, detector.options(**job.params))
     try:
         # The threads pool cannot interrupt a task: the soft time limit is enforced here.
-        result = pending.result(timeout=settings.CELERY_TASK_SOFT_TIME_LIMIT)
+        result = pending.result(timeout=settings.IMAGE_TASK_SOFT_TIME_LIMIT)
     except concurrent.futures.TimeoutError:
         job_fail(job=job, code="timeout", message="inference did not finish within "
-                 f"{settings.CELERY_TASK_SOFT_TIME_LIMIT} s")
+                 f"{settings.IMAGE_TASK_SOFT_TIME_LIMIT} s")
         return
     except OutOfMemory as exc:
         job_fail(job=job, code="out_of_memory", message=str(exc))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.db import DatabaseError
 
 from detection import runner, services, worker  # noqa: F401 - worker: its signals
@@ -20,7 +21,9 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name="detection.detect_image", bind=True, acks_late=True,
              reject_on_worker_lost=True, autoretry_for=(DatabaseError,), max_retries=5,
-             retry_backoff=True, retry_backoff_max=30)
+             retry_backoff=True, retry_backoff_max=30,
+             soft_time_limit=settings.IMAGE_TASK_SOFT_TIME_LIMIT,
+             time_limit=settings.IMAGE_TASK_TIME_LIMIT)
 def detect_image(self, job_id: str) -> None:
     try:
         runner.image_job_run(job_id=job_id)

@@ -288,8 +288,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 330, minimum=1)
+# Time limits of image tasks, set on that task: as Celery's global task_time_limit they
+# would also cut short video parts and annotations, which take as long as the video does.
+IMAGE_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
+IMAGE_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 330, minimum=1)
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 16, minimum=1)
 # Video parts a worker process runs at once, the others waiting in the queue (0: auto,
 # half its threads if it also takes image requests, which the other half is left to;
@@ -338,9 +340,7 @@ else:
 # --- Compatibility layers ------------------------------------------------------------------------
 # The Rekognition-compatible endpoint's path ("" is "/", as AWS's) and, without an S3
 # store, a folder whose subfolders stand in for buckets (Video.S3Object / Image.S3Object).
-REKOGNITION_PATH = env_str("REKOGNITION_PATH", "").strip("/")
-if REKOGNITION_PATH:
-    REKOGNITION_PATH += "/"
+REKOGNITION_PATH = env_str("REKOGNITION_PATH", "").strip("/")  # served with and without "/"
 REKOGNITION_BUCKETS_DIR = env_str("REKOGNITION_BUCKETS_DIR", str(VAR_DIR / "buckets"))
 
 # --- API ----------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Where uploads and outputs live: local files (default) or an S3-compatible object store.
 
 With S3 (STORAGE_BACKEND=s3), web processes and workers on different hosts share
-uploads and outputs through the bucket. Workers read inputs by streaming: images with
-``default_storage.open`` (ranged reads), videos through a short-lived presigned URL
-that OpenCV's FFmpeg backend reads over HTTP — the file is never copied whole.
+uploads and outputs through the bucket. Workers read an image (a few MB at most) with
+``default_storage.open``, one GET; a video streams through a short-lived presigned URL
+that OpenCV's FFmpeg backend reads over HTTP — it is never copied whole.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
+import re
+
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from compat import deepstack, rekognition
@@ -11,8 +13,12 @@ from pmr.index import api_index
 from pmr.metrics import metrics_view
 from videos import views as video_views
 
+# An AWS SDK posts to its endpoint URL's path as it is, "/aws" or "/aws/": both are served.
+_REKOGNITION = (rf"^{re.escape(settings.REKOGNITION_PATH)}/?$" if settings.REKOGNITION_PATH
+                else r"^$")
+
 urlpatterns = [
-    path(settings.REKOGNITION_PATH, rekognition.endpoint, name="rekognition"),
+    re_path(_REKOGNITION, rekognition.endpoint, name="rekognition"),
     path("v1/vision/detection", deepstack.detection, name="deepstack-detection"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -130,6 +130,12 @@ def test_the_yolo_export_has_normalised_labels(admin_client, dog_job):
     added = [line.split() for line in lines if line.startswith("58 ")]
     assert added == [["58", f"{35 / 768:.6f}", f"{55 / 576:.6f}", f"{50 / 768:.6f}",
                       f"{70 / 576:.6f}"]]
+    import yaml
+
+    data = yaml.safe_load(archive.read("data.yaml"))  # what a YOLO trainer reads
+    assert data["nc"] == len(classes) == 80 and data["names"] == classes
+    assert data["train"] == data["val"] == "images"
+    assert f"images/{dog_job.pk}.jpg" in archive.namelist()
 
 
 def test_selected_jobs_export_and_mark_reviewed_from_the_list(admin_client, dog_job, reviewer):
@@ -294,3 +300,58 @@ def test_a_video_without_an_annotated_video_can_ask_for_one(admin_client, eager_
     assert b"<video" in page.content  # rendered (inline here), and now played in the page
     video = admin_client.get(reverse("admin:detection_job_annotated", args=[job_id]))
     assert video.status_code == 200 and video["Content-Type"] == "video/mp4"
+
+
+def test_undo_puts_a_detection_back_unreviewed_and_the_history_keeps_both(admin_client,
+                                                                          dog_job):
+    detection = Detection.objects.filter(job=dog_job).order_by("-confidence").first()
+    post_review(admin_client, dog_job, action="relabel", detection=detection.pk, label="bus")
+    page = admin_client.get(reverse("admin:detection_job_change", args=[dog_job.pk]))
+    assert b'value="reset"' in page.content  # the Undo button of the reviewed detection
+    post_review(admin_client, dog_job, action="reset", detection=detection.pk)
+    detection.refresh_from_db()
+    assert (detection.review_status, detection.review_label, detection.reviewed_by) == (
+        "unreviewed", "", None)
+    assert [e.action for e in ReviewEvent.objects.filter(job=dog_job).order_by("id")] == [
+        "relabel", "reset"]
+    history = admin_client.get(reverse("admin:detection_job_change", args=[dog_job.pk]))
+    text = history.content.decode()
+    section = text[text.index('id="pmr-history"'):]
+    assert "relabel" in section and "reset" in section and "→ bus" in section
+    assert b'value="reset"' not in history.content  # nothing left to undo
+
+
+def test_the_job_list_filters_and_searches(admin_client, reviewer):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import DetectionFactory
+
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    garden = JobFactory(owner=alice, original_filename="garden.jpg")
+    DetectionFactory(job=garden, label="dog")
+    failed_video = JobFactory(owner=bob, kind="video", status="failed")
+    reviewed = JobFactory(owner=alice, reviewed_at=timezone.now())
+    started = JobFactory(owner=bob)
+    ReviewEvent.objects.create(job=started, action="confirm", user=reviewer, details={})
+    old = JobFactory(owner=bob)
+    Job.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=30))
+
+    def listed(**query) -> set:
+        response = admin_client.get(reverse("admin:detection_job_changelist"), query)
+        assert response.status_code == 200
+        return {job.pk for job in response.context["cl"].result_list}
+
+    assert listed(status__exact="failed") == {failed_video.pk}
+    assert listed(kind__exact="video") == {failed_video.pk}
+    assert listed(label="dog") == {garden.pk}
+    assert listed(review="reviewed") == {reviewed.pk}
+    assert listed(review="started") == {started.pk}
+    assert listed(review="waiting") == {garden.pk, started.pk, old.pk}
+    week_ago = (timezone.now() - timedelta(days=7)).date().isoformat()
+    assert old.pk not in listed(created_at__gte=week_ago) and garden.pk in listed(
+        created_at__gte=week_ago)
+    assert listed(q="garden") == {garden.pk}
+    assert listed(q="alice") == {garden.pk, reviewed.pk}
+    assert listed(q=str(failed_video.pk)) == {failed_video.pk}

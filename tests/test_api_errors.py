@@ -181,7 +181,7 @@ def test_an_image_job_whose_input_is_gone_fails_with_input_missing(eager_celery,
 def test_an_image_whose_inference_outlasts_the_soft_limit_fails_with_timeout(
         api, eager_celery, tiny_paths, darknet_dir, settings):
     # A real forward pass (tens of milliseconds) against a limit of a microsecond.
-    settings.CELERY_TASK_SOFT_TIME_LIMIT = 1e-6
+    settings.IMAGE_TASK_SOFT_TIME_LIMIT = 1e-6
     settings.DETECT_WAIT_SECONDS = 5
     response = post(api, (darknet_dir / "dog.jpg").read_bytes())
     assert response.status_code == 201, response.content
@@ -228,7 +228,7 @@ def test_deepstack_answers_413_429_and_500_in_its_own_shape(client, user, eager_
 
     settings.THROTTLE_DETECT_RATE = "1/day"
     # The detector does not answer in time (a real forward pass against a microsecond).
-    settings.CELERY_TASK_SOFT_TIME_LIMIT = 1e-6
+    settings.IMAGE_TASK_SOFT_TIME_LIMIT = 1e-6
     failed = detect()
     throttled = detect()  # the second upload today
     settings.THROTTLE_DETECT_RATE = "1000/day"

@@ -272,3 +272,83 @@ def test_the_schema_and_docs_are_served(client):
 
 def test_healthz_is_always_up(client):
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def _encoded(darknet_dir, fmt: str, **options) -> bytes:
+    import io
+
+    from PIL import Image
+
+    picture = Image.open(darknet_dir / "dog.jpg").convert("RGB")
+    out = io.BytesIO()
+    picture.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def _boxes(body: dict) -> list:
+    return [(d["label"], d["confidence"], d["box"]) for d in body["detections"]]
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "PPM"])
+def test_lossless_image_formats_give_the_pngs_detections(api, eager_celery, tiny_paths,
+                                                          darknet_dir, fmt):
+    # The same pixels in another lossless container: the same detections, exactly. The
+    # file name says nothing (".bin"): the format is decided from the content.
+    png = post_image(api, _encoded(darknet_dir, "PNG"), name="dog.bin").json()
+    response = post_image(api, _encoded(darknet_dir, fmt), name="dog.bin")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "succeeded" and body["image"] == {"width": 768, "height": 576}
+    assert _boxes(body) == _boxes(png) and len(png["detections"]) >= 3
+
+
+@pytest.mark.parametrize(("fmt", "options"), [("GIF", {}), ("WEBP", {"quality": 95})])
+def test_lossy_image_formats_are_read(api, eager_celery, tiny_paths, darknet_dir, fmt, options):
+    response = post_image(api, _encoded(darknet_dir, fmt, **options), name="dog.bin")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "succeeded" and body["image"] == {"width": 768, "height": 576}
+    assert "dog" in {d["label"] for d in body["detections"]}
+
+
+def test_exif_orientation_is_not_applied(api, eager_celery, tiny_paths, darknet_dir):
+    # Orientation 6 ("rotate 90° clockwise to display"): the boxes still refer to the
+    # stored pixel grid, 768 x 576, exactly as for the same JPEG without the tag.
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    plain = post_image(api, _encoded(darknet_dir, "JPEG", quality=95)).json()
+    rotated = post_image(api, _encoded(darknet_dir, "JPEG", quality=95, exif=exif.tobytes()))
+    assert rotated.status_code == 201, rotated.json()
+    body = rotated.json()
+    assert body["image"] == {"width": 768, "height": 576}
+    assert _boxes(body) == _boxes(plain) and plain["detections"]
+
+
+def test_a_job_list_page_holds_at_most_500_jobs(api, user):
+    Job.objects.bulk_create(JobFactory.build_batch(501, owner=user))
+    page = api.get("/api/jobs", {"page_size": 1000}).json()
+    assert page["count"] == 501 and len(page["results"]) == 500 and page["next"]
+
+
+def test_create_api_token_prints_the_same_token_until_rotated():
+    import io
+
+    from django.core.management import call_command
+    from rest_framework.test import APIClient
+
+    def token(*options) -> str:
+        out = io.StringIO()
+        call_command("create_api_token", "carol", *options, stdout=out)
+        return out.getvalue().strip().splitlines()[-1].split()[-1]
+
+    first = token()
+    assert token() == first  # idempotent: the user's existing token
+    rotated = token("--rotate")
+    assert rotated != first
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {first}")
+    assert client.get("/api/jobs").status_code == 401  # the old token is gone
+    client.credentials(HTTP_AUTHORIZATION=f"Token {rotated}")
+    assert client.get("/api/jobs").status_code == 200

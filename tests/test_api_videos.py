@@ -347,3 +347,44 @@ def test_a_part_whose_worker_died_job_max_attempts_times_fails_worker_lost(api, 
     assert job.error_message == (f"the worker died {settings.JOB_MAX_ATTEMPTS} times "
                                  "processing frames 0.. of this video")
     assert not Detection.objects.filter(job=job).exists()
+
+
+def _in_container(videos_dir, fmt: str, codec: str, frames: int = 12) -> bytes:
+    """The short clip's first frames, encoded by PyAV (FFmpeg) into another container."""
+    import io
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(str(videos_dir / SHORT)) as source, av.open(out, "w", format=fmt) as target:
+        stream = target.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 480, 270, "yuv420p"
+        for count, frame in enumerate(source.decode(video=0)):
+            if count == frames:
+                break
+            picture = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            picture.pts = count  # in the new stream's time base (1/25 s)
+            target.mux(stream.encode(picture))
+        target.mux(stream.encode())
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "codec"), [
+    ("mp4", "mpeg4"), ("mov", "mpeg4"), ("matroska", "mpeg4"), ("webm", "libvpx"),
+    ("avi", "mpeg4"), ("mpeg", "mpeg1video"), ("3gp", "mpeg4"), ("flv", "flv")])
+def test_every_documented_container_is_read(api, eager_celery, tiny_paths, videos_dir, fmt,
+                                            codec):
+    response = submit(api, _in_container(videos_dir, fmt, codec), name="clip.bin")
+    assert response.status_code == 202, response.json()
+    job = api.get(response.json()["status_url"]).json()
+    assert job["status"] == "succeeded", job["error"]
+    assert job["video"]["width"] == 480 and job["video"]["height"] == 270
+    assert job["progress"]["frames_done"] == 12
+    assert "person" in {row["label"] for row in job["summary"]}
+
+
+def test_max_detections_is_per_frame(api, eager_celery, tiny_paths, short_clip):
+    job_id = submit(api, short_clip, max_detections="1", min_confidence="0.1").json()["id"]
+    rows = list(Detection.objects.filter(job_id=job_id).values_list("frame_index", flat=True))
+    assert Job.objects.get(pk=job_id).status == "succeeded"
+    assert len(rows) == len(set(rows)) > 20  # one per frame, in most of the 41 frames

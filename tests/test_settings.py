@@ -93,3 +93,40 @@ def test_a_workers_connection_pool_holds_a_connection_per_thread(settings):
     assert databases["default"]["OPTIONS"]["pool"]["max_size"] == 26
     settings.DATABASES = {"default": {**databases["default"], "OPTIONS": {}}}
     assert pool_fit_threads(24) is None  # SQLite: no pool
+
+
+def test_time_limits_bound_image_tasks_only():
+    # Celery's prefork pool enforces a task's limits; a video part or an annotation takes
+    # as long as its video does, so no global limit may reach them.
+    from django.conf import settings
+
+    from detection.tasks import detect_image
+    from pmr.celery import app
+    from videos.tasks import annotate_video, process_video_part, send_webhook
+
+    assert app.conf.task_time_limit is None and app.conf.task_soft_time_limit is None
+    assert (detect_image.soft_time_limit, detect_image.time_limit) == (
+        settings.IMAGE_TASK_SOFT_TIME_LIMIT, settings.IMAGE_TASK_TIME_LIMIT) == (300, 330)
+    for task in (process_video_part, annotate_video, send_webhook):
+        assert task.soft_time_limit is None and task.time_limit is None
+
+
+@pytest.mark.parametrize(("environment", "expected"), [
+    ({}, "FileBasedCache var/cache"),  # filesystem broker: files under PMR_VAR_DIR
+    ({"CELERY_BROKER_URL": "redis://127.0.0.1:6379/3"}, "RedisCache redis://127.0.0.1:6379/3"),
+    ({"CELERY_BROKER_URL": "redis://127.0.0.1:6379/3", "CACHE_URL": "redis://10.1.1.1:6379/7"},
+     "RedisCache redis://10.1.1.1:6379/7"),
+])
+def test_rate_counters_live_where_cache_url_says(tmp_path, environment, expected):
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "CACHE_URL")}
+    result = subprocess.run([sys.executable, "-c", (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'pmr.settings'; "
+        "django.setup(); from django.conf import settings as s; c = s.CACHES['default']; "
+        "print(c['BACKEND'].rsplit('.', 1)[1], c['LOCATION'])")],
+        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60,
+        env={**clean, "PMR_VAR_DIR": str(tmp_path / "var"), **environment})
+    assert result.returncode == 0, result.stderr
+    backend, location = expected.split()
+    assert result.stdout.split() == [
+        backend, location if backend == "RedisCache" else str(tmp_path / location)]

@@ -24,19 +24,35 @@ KEY = "receiver-shared-secret"
 
 
 class Receiver:
-    """Answers each POST with the next status of ``answers`` (then 200), keeping what came."""
+    """Answers each request with the next of ``answers`` (then 200), keeping what came.
 
-    def __init__(self, answers: list[int] | None = None) -> None:
+    An answer is a status, or ``(status, headers)``; ``stall`` holds the first answer back
+    until it is set (a receiver that does not answer in time)."""
+
+    def __init__(self, answers: list | None = None, *, stall: bool = False) -> None:
         self.answers = list(answers or [])
         self.received: list[dict] = []
+        self.release = threading.Event()
+        if not stall:
+            self.release.set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append({"body": body, "headers": dict(self.headers)})
-                self.send_response(receiver.answers.pop(0) if receiver.answers else 200)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                receiver.received.append({"method": self.command, "path": self.path,
+                                          "body": body, "headers": dict(self.headers)})
+                receiver.release.wait(30)
+                answer = receiver.answers.pop(0) if receiver.answers else 200
+                status, headers = answer if isinstance(answer, tuple) else (answer, {})
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_GET = do_POST
 
             def log_message(self, *args):
                 pass
@@ -53,12 +69,13 @@ def receiver(settings):
     settings.WEBHOOK_BACKOFF_SECONDS = 2
     made = []
 
-    def make(answers=None) -> Receiver:
-        made.append(Receiver(answers))
+    def make(answers=None, **options) -> Receiver:
+        made.append(Receiver(answers, **options))
         return made[-1]
 
     yield make
     for each in made:
+        each.release.set()
         each.server.shutdown()
 
 
@@ -150,3 +167,32 @@ def test_a_video_part_that_raises_fails_its_job_and_the_webhook_says_so(receiver
     [delivery] = hook.received
     body = verified(delivery)
     assert body["event"] == "job.failed" and body["job"]["error"]["code"] == "internal_error"
+
+
+def test_without_a_secret_nothing_is_signed(receiver, settings):
+    hook = receiver()
+    settings.WEBHOOK_SECRET = ""
+    job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
+    assert webhooks.deliver(job_id=str(job.pk), attempt=1) is None
+    [delivery] = hook.received
+    assert "X-PMR-Signature" not in delivery["headers"]
+    assert delivery["headers"]["X-PMR-Event"] == "job.succeeded"
+
+
+def test_a_receiver_that_does_not_answer_in_time_is_retried(receiver, settings):
+    hook = receiver(stall=True)
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
+    assert webhooks.deliver(job_id=str(job.pk), attempt=1) == 2  # retried after the backoff
+    job.refresh_from_db()
+    [entry] = job.webhook_log
+    assert "status_code" not in entry and "Timeout" in entry["error"]
+
+
+def test_a_redirect_is_never_followed(receiver):
+    hook = receiver(answers=[(307, {"Location": "/elsewhere"})])
+    job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
+    assert webhooks.deliver(job_id=str(job.pk), attempt=1) == 2  # not delivered: retried
+    assert [d["path"] for d in hook.received] == ["/hook"]
+    job.refresh_from_db()
+    assert [entry["status_code"] for entry in job.webhook_log] == [307]

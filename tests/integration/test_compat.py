@@ -155,6 +155,14 @@ def test_detect_labels_options(compat, darknet_dir):
     assert "Dog" not in {label["Name"] for label in without["Labels"]}
     strict = client.detect_labels(Image=image, MinConfidence=56)
     assert all(label["Confidence"] >= 56 for label in strict["Labels"])
+    # No MinConfidence: Rekognition's default, 55 — it drops what 40 keeps (car 0.52).
+    loose = client.detect_labels(Image=image, MinConfidence=40)["Labels"]
+    default = client.detect_labels(Image=image)["Labels"]
+    kept = [i["Confidence"] for label in default for i in label["Instances"]]
+    assert kept and min(kept) >= 55
+    assert sorted(kept) == sorted(i["Confidence"] for label in loose for i in label["Instances"]
+                                  if i["Confidence"] >= 55) != sorted(
+        i["Confidence"] for label in loose for i in label["Instances"])
 
 
 def test_detect_labels_from_a_bucket(compat, darknet_dir):

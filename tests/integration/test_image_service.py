@@ -104,3 +104,33 @@ def test_the_web_processes_never_load_pytorch_the_worker_does(service, darknet_d
     assert workers, "gunicorn has no worker processes"
     assert not [p.pid for p in [master, *workers] if _loads_torch(p.pid)]
     assert _loads_torch(service.processes["worker1"].pid)
+
+
+def test_metrics_add_up_every_web_process(service):
+    import re
+
+    import psutil
+
+    web_workers = {p.pid for p in psutil.Process(service.processes["web"].pid).children()}
+    assert len(web_workers) == 2  # WEB_CONCURRENCY
+    samples = service.workdir / "var" / "prometheus"
+
+    def processes_that_counted() -> set[int]:
+        return {int(m[1]) for f in samples.glob("counter_*.db")
+                if (m := re.fullmatch(r"counter_(\d+)\.db", f.name))}
+
+    def healthz_served() -> float:
+        text = service.get("/metrics").text
+        return sum(float(v) for v in re.findall(
+            r'^pmr_http_requests_total\{method="GET",route="healthz",status="200"\} (\S+)$',
+            text, re.M))
+
+    before, sent = healthz_served(), 0
+    with ThreadPoolExecutor(8) as pool:  # a new connection each: gunicorn's workers share them
+        while not web_workers <= processes_that_counted() and sent < 4000:
+            codes = list(pool.map(lambda _: service.get("/healthz").status_code, range(8)))
+            assert codes == [200] * 8
+            sent += 8
+    assert web_workers <= processes_that_counted(), "one web process served every request"
+    # Whichever process answers /metrics, it counts the requests every process served.
+    assert [healthz_served() - before for _ in range(4)] == [sent] * 4

@@ -56,6 +56,9 @@ class PrivateRedis:
         self.process.wait(10)
 
 
+VIDEO_WORKER = {"WORKER_NICE": "10", "DETECTOR_THREADS": "1"}
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, tiny_paths):
     if REDIS is None:
@@ -68,8 +71,9 @@ def cluster(tmp_path_factory, tiny_paths):
     running.broker = broker
     try:
         running.start_worker("images", concurrency=8, queues="images")
-        running.start_worker("video-a", concurrency=1, queues="videos")
-        running.start_worker("video-b", concurrency=1, queues="videos")
+        # As the README advises for video workers sharing a host's CPU with image workers.
+        for name in ("video-a", "video-b"):
+            running.start_worker(name, concurrency=1, queues="videos", env=VIDEO_WORKER)
         running.start_web()
         running.single_part_url = running.start_web("web-single",
                                                     env={"VIDEO_MAX_PARTS": "1"})
@@ -89,6 +93,15 @@ def detections(service, job) -> list[tuple]:
                  for r in page["results"]]
         url, params = page["next"], None
     return rows
+
+
+def test_worker_nice_and_detector_threads_are_applied(cluster):
+    import psutil
+
+    for name in ("video-a", "video-b"):
+        assert psutil.Process(cluster.processes[name].pid).nice() == 10
+        assert ", 1 threads, nice 10" in cluster.log(name, tail=10**7)
+    assert psutil.Process(cluster.processes["images"].pid).nice() == 0
 
 
 def submit(service, path, base_url=None):
@@ -127,7 +140,7 @@ def test_a_part_whose_worker_dies_is_retried_alone(cluster, videos_dir, single_w
     victim = next(p for p in job["parts"] if p["status"] == "running")
     name = victim["worker"].split("-it")[0]
     cluster.stop(name, signal.SIGKILL)
-    cluster.start_worker(f"{name}-2", concurrency=1, queues="videos")
+    cluster.start_worker(f"{name}-2", concurrency=1, queues="videos", env=VIDEO_WORKER)
     job = cluster.wait_job(url, timeout=180)
     assert job["status"] == "succeeded", job["error"]
     attempts = {p["index"]: p["attempts"] for p in job["parts"]}
