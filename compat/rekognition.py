@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from django.core import signing
 from django.core.exceptions import RequestDataTooBig
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 from django.db.models import Max
@@ -34,7 +33,7 @@ from detection.services import image_job_detect
 from pmr.errors import DATABASE_ERRORS, ApiError
 from pmr.throttling import ScopedThrottle, UserThrottle
 from videos import services as video_services
-from videos.selectors import label_segments
+from videos.selectors import default_gap_ms, label_segments
 
 logger = logging.getLogger(__name__)
 
@@ -340,24 +339,24 @@ _FORMATS = {"video/mp4": "QuickTime / MOV", "video/quicktime": "QuickTime / MOV"
             "video/webm": "Matroska / WebM", "video/x-msvideo": "AVI"}
 
 
+_PAGES = signing.Signer(salt="pmr.rekognition.pages")
+
+
 def _page_token(job: Job, offset: int, sort: str, aggregate: str) -> str:
-    payload = base64.urlsafe_b64encode(json.dumps(
-        {"job": str(job.pk), "offset": offset, "sort": sort, "aggregate": aggregate}).encode())
-    signature = hmac.new(settings.SECRET_KEY.encode(), payload, hashlib.sha256).hexdigest()[:32]
-    return f"{payload.decode()}.{signature}"
+    return _PAGES.sign_object({"job": str(job.pk), "offset": offset, "sort": sort,
+                               "aggregate": aggregate})
 
 
 def _page_offset(token: str, job: Job, sort: str, aggregate: str) -> int:
-    invalid = RekognitionError("InvalidPaginationTokenException", "Invalid Token")
-    payload, _, signature = token.partition(".")
-    expected = hmac.new(settings.SECRET_KEY.encode(), payload.encode(),
-                        hashlib.sha256).hexdigest()[:32]
-    if not hmac.compare_digest(signature, expected):
-        raise invalid
-    state = json.loads(base64.urlsafe_b64decode(payload))
-    if state != {**state, "job": str(job.pk), "sort": sort, "aggregate": aggregate}:
-        raise invalid
-    return int(state["offset"])
+    """The offset a NextToken carries, if PMR signed it for this very job and order."""
+    try:
+        state = _PAGES.unsign_object(token)
+    except (signing.BadSignature, ValueError):
+        raise RekognitionError("InvalidPaginationTokenException", "Invalid Token") from None
+    if not isinstance(state, dict) or not isinstance(state.get("offset"), int) or state != {
+            **state, "job": str(job.pk), "sort": sort, "aggregate": aggregate}:
+        raise RekognitionError("InvalidPaginationTokenException", "Invalid Token")
+    return state["offset"]
 
 
 def get_label_detection(body: dict, user) -> dict:
@@ -434,8 +433,8 @@ def _timestamps(job: Job, sort: str, offset: int, limit: int) -> list[dict]:
 
 
 def _segments(job: Job, sort: str) -> list[dict]:
-    interval = 1000 * (job.params.get("frame_stride") or 1) / (job.fps or 25)
-    segments = label_segments(job=job, gap_ms=round(2 * interval))
+    segments = label_segments(detections=Detection.objects.filter(job=job),
+                              gap_ms=default_gap_ms(job))
     entries = [{"Timestamp": s["start_ms"], "StartTimestampMillis": s["start_ms"],
                 "EndTimestampMillis": s["end_ms"], "DurationMillis": s["duration_ms"],
                 "Label": {"Name": rekognition_name(s["label"]),

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.files.storage import default_storage
-from django.db.models import Avg, Count, Exists, F, OuterRef, Sum
+from django.db.models import Count, Exists, F, OuterRef
 from django.db.models.functions import TruncDate
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -36,9 +36,11 @@ from detection import review
 from detection.catalog import class_names, installed_models
 from detection.engine.annotate import label_colour
 from detection.models import AddedBox, Detection, Job, ReviewEvent, WorkerHeartbeat
+from detection.selectors import throughput
 from detection.services import thumbnail_name
 from pmr.errors import ApiError
 from pmr.metrics import queue_depths
+from videos import selectors as video_selectors
 from videos.services import annotation_request
 
 THUMBNAIL_SIZE = 96
@@ -322,9 +324,7 @@ class JobAdmin(admin.ModelAdmin):
         columns that choose the frame shown."""
         duration = max(job.duration_ms or 0, 1)
         # Never finer than the processed frames, or the lines fall to zero between them.
-        frame_ms = 1000 * (job.params.get("frame_stride") or 1) / (job.fps or 25)
-        if job.params.get("sample_fps"):
-            frame_ms = max(frame_ms, 1000 / job.params["sample_fps"])
+        frame_ms = video_selectors.frame_interval_ms(job)
         bucket_ms = max(1, -(-duration // TIMELINE_BUCKETS), -(-round(frame_ms) // 1))
         top = list(Detection.objects.filter(job=job).values("label", "class_id")
                    .annotate(n=Count("id")).order_by("-n")[:TIMELINE_LABELS])
@@ -486,11 +486,7 @@ class JobAdmin(admin.ModelAdmin):
                     for day, v in sorted(days.items())]
         stale = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
         recent = now - timedelta(hours=24)
-        images = Job.objects.filter(kind=Job.Kind.IMAGE, status=Job.Status.SUCCEEDED,
-                                    finished_at__gte=recent).aggregate(
-            inference=Avg("inference_ms"), total=Avg("total_ms"), n=Count("id"))
-        videos = Job.objects.filter(kind=Job.Kind.VIDEO, finished_at__gte=recent).aggregate(
-            frames=Sum("frames_done"), ms=Sum("processing_ms"))
+        speed = throughput(since=recent)
         context = {
             **self.admin_site.each_context(request), "opts": self.model._meta,
             "title": "Detection overview", "days": day_rows,
@@ -499,9 +495,7 @@ class JobAdmin(admin.ModelAdmin):
             "broker_depths": queue_depths(),
             "running": Job.objects.filter(status=Job.Status.RUNNING).count(),
             "workers": WorkerHeartbeat.objects.filter(last_seen__gte=stale).order_by("hostname"),
-            "images": images,
-            "video_fps": (videos["frames"] / (videos["ms"] / 1000)
-                          if videos["frames"] and videos["ms"] else None),
+            "speed": speed,
             "labels": Detection.objects.filter(job__created_at__gte=now - timedelta(days=30))
             .values("label").annotate(n=Count("id")).order_by("-n")[:10],
             "waiting": Job.objects.filter(status=Job.Status.SUCCEEDED,

@@ -28,7 +28,8 @@ from detection.services import MEDIA_FIELDS, job_create
 from detection.uploads import stored_name
 from pmr.errors import ApiError
 from pmr.storage import local_or_url
-from videos.services import queue_parts, selection_for
+from videos.selectors import selection_for
+from videos.services import queue_parts
 
 REVIEW_ACTIONS = ("confirm", "reject", "relabel", "reset")
 

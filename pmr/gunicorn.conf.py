@@ -22,7 +22,10 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 # Prometheus multiprocess mode: each web process writes its samples here; /metrics sums them.
-_metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_var, "prometheus"))
+# Named by the port like the control socket: a second server under the same var/ clears
+# its own samples at start-up, never those of a server still running.
+_metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                                     os.path.join(_var, f"prometheus-{_port}"))
 os.makedirs(_var, exist_ok=True)
 
 

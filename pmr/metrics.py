@@ -14,7 +14,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Avg, Count, Sum
+from django.db.models import Count
 from django.http import HttpResponse
 from django.utils import timezone
 from prometheus_client import (
@@ -53,6 +53,7 @@ class ServiceCollector:
 
     def collect(self):
         from detection.models import Job, WorkerHeartbeat
+        from detection.selectors import throughput
 
         now = timezone.now()
         jobs = GaugeMetricFamily("pmr_jobs", "Jobs by kind and status", labels=["kind", "status"])
@@ -71,22 +72,16 @@ class ServiceCollector:
                                 value=WorkerHeartbeat.objects.filter(last_seen__gte=stale)
                                 .count())
 
-        recent = now - timedelta(minutes=5)
-        images = Job.objects.filter(kind="image", status="succeeded",
-                                    finished_at__gte=recent).aggregate(
-            inference=Avg("inference_ms"), total=Avg("total_ms"))
+        recent = throughput(since=now - timedelta(minutes=5))
         yield GaugeMetricFamily("pmr_image_inference_ms",
                                 "Mean inference time of image jobs, last 5 minutes",
-                                value=images["inference"] or 0)
+                                value=recent.image_inference_ms or 0)
         yield GaugeMetricFamily("pmr_image_total_ms",
                                 "Mean submit-to-result time of image jobs, last 5 minutes",
-                                value=images["total"] or 0)
-        videos = Job.objects.filter(kind="video", finished_at__gte=recent).aggregate(
-            frames=Sum("frames_done"), ms=Sum("processing_ms"))
-        fps = videos["frames"] / (videos["ms"] / 1000) if videos["frames"] and videos["ms"] else 0
+                                value=recent.image_total_ms or 0)
         yield GaugeMetricFamily("pmr_video_frames_per_second",
                                 "Video frames per second of processing, last 5 minutes",
-                                value=fps)
+                                value=recent.video_frames_per_second or 0)
 
 
 def queue_depths() -> dict[str, int]:

@@ -43,6 +43,13 @@ class FrameSelection:
     def count(self, frames: int) -> int:
         return sum(1 for index in range(frames) if index in self)
 
+    @property
+    def interval_ms(self) -> float:
+        """Milliseconds between two processed frames (the finest a timeline can be)."""
+        if self.sample_fps is not None and self.sample_fps < self.fps:
+            return 1000 / self.sample_fps
+        return 1000 * self.stride / self.fps
+
 
 @dataclass
 class DecodeEnd:

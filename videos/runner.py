@@ -30,7 +30,8 @@ from detection.services import job_fail
 from pmr.storage import local_or_url
 from videos.models import VideoPart
 from videos.pipeline import FrameReader
-from videos.services import annotate_job, announce, part_leases, selection_for
+from videos.selectors import selection_for
+from videos.services import annotate_job, announce, part_leases
 
 logger = logging.getLogger(__name__)
 

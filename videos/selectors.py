@@ -5,27 +5,28 @@ from __future__ import annotations
 from django.db.models import Count, Max, Min, QuerySet
 
 from detection.models import Detection, Job
+from videos.pipeline import FrameSelection
 
 
-def video_detections(*, job: Job, label: str | None = None, min_confidence: float | None = None,
-                     frame_from: int | None = None, frame_to: int | None = None,
-                     t_from_ms: int | None = None, t_to_ms: int | None = None
-                     ) -> QuerySet[Detection]:
-    """A job's detections, by frame then confidence; bounds are inclusive."""
-    rows = Detection.objects.filter(job=job)
-    if label:
-        rows = rows.filter(label=label)
-    if min_confidence is not None:
-        rows = rows.filter(confidence__gte=min_confidence)
-    if frame_from is not None:
-        rows = rows.filter(frame_index__gte=frame_from)
-    if frame_to is not None:
-        rows = rows.filter(frame_index__lte=frame_to)
-    if t_from_ms is not None:
-        rows = rows.filter(timestamp_ms__gte=t_from_ms)
-    if t_to_ms is not None:
-        rows = rows.filter(timestamp_ms__lte=t_to_ms)
-    return rows.order_by("frame_index", "-confidence", "id")
+def selection_for(job: Job) -> FrameSelection:
+    """The frames a video job processes, from its parameters."""
+    return FrameSelection(fps=job.fps or 25, stride=job.params.get("frame_stride") or 1,
+                          sample_fps=job.params.get("sample_fps"))
+
+
+def frame_interval_ms(job: Job) -> float:
+    """Milliseconds between the job's processed frames (frame_stride or sample_fps)."""
+    return selection_for(job).interval_ms
+
+
+def default_gap_ms(job: Job) -> int:
+    """Segments: absences shorter than two processed frames do not split a presence."""
+    return round(2 * frame_interval_ms(job))
+
+
+def video_detections(*, job: Job) -> QuerySet[Detection]:
+    """A job's detections, by frame then confidence (filtered by ``videos.filters``)."""
+    return Detection.objects.filter(job=job).order_by("frame_index", "-confidence", "id")
 
 
 def label_summary(*, job: Job) -> list[dict]:
@@ -39,20 +40,14 @@ def label_summary(*, job: Job) -> list[dict]:
              "last_ms": r["last_ms"]} for r in rows]
 
 
-def label_segments(*, job: Job, gap_ms: int, label: str | None = None,
-                   min_confidence: float | None = None) -> list[dict]:
+def label_segments(*, detections: QuerySet[Detection], gap_ms: int) -> list[dict]:
     """Per label, the intervals [start_ms, end_ms] in which it is present.
 
     Consecutive frames where the label is detected belong to one segment while the time
     between them is at most ``gap_ms`` (the gap tolerance): like Rekognition's SEGMENTS
-    aggregation, short misses do not split a segment.
+    aggregation, short misses do not split a segment. ``detections``: a job's, filtered.
     """
-    rows = Detection.objects.filter(job=job)
-    if label:
-        rows = rows.filter(label=label)
-    if min_confidence is not None:
-        rows = rows.filter(confidence__gte=min_confidence)
-    presence = (rows.values("label", "timestamp_ms").annotate(best=Max("confidence"),
+    presence = (detections.values("label", "timestamp_ms").annotate(best=Max("confidence"),
                                                               instances=Count("id"))
                 .order_by("label", "timestamp_ms"))
     segments: list[dict] = []

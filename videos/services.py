@@ -37,6 +37,7 @@ from detection.services import job_create
 from detection.uploads import safe_original_name, stored_name
 from pmr.errors import ApiError
 from pmr.storage import local_or_url
+from videos import selectors
 from videos.models import VideoPart
 from videos.pipeline import FrameSelection
 from videos.probe import VideoLimits, probe_video
@@ -52,11 +53,6 @@ def video_limits() -> VideoLimits:
     return VideoLimits(max_pixels=settings.MAX_VIDEO_PIXELS, max_frames=settings.MAX_VIDEO_FRAMES,
                        max_duration_s=settings.MAX_VIDEO_DURATION_SECONDS,
                        max_fps=settings.MAX_VIDEO_FPS)
-
-
-def selection_for(job: Job) -> FrameSelection:
-    return FrameSelection(fps=job.fps, stride=job.params.get("frame_stride") or 1,
-                          sample_fps=job.params.get("sample_fps"))
 
 
 def plan_parts(frame_count: int, selection: FrameSelection, *, batch_size: int,
@@ -208,7 +204,7 @@ def annotate_job(*, job: Job) -> str:
     with tempfile.TemporaryDirectory() as tmp, local_or_url(job.input_file.name) as source:
         output = os.path.join(tmp, "annotated.mp4")
         render_annotated(source, output, detections.iterator(chunk_size=5000),
-                         selection=selection_for(job))
+                         selection=selectors.selection_for(job))
         with open(output, "rb") as stream:
             name = default_storage.save(stored_name("annotated", "mp4"), stream)
     old = job.annotated_file.name if job.annotated_file else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.files.storage import default_storage
 from django.http import FileResponse
+from django_filters.utils import translate_validation
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -11,14 +12,14 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
 )
-from rest_framework import serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from detection import selectors as job_selectors
-from detection.models import Job
+from detection.models import Detection, Job
 from detection.serializers import (
     BoxSerializer,
     DetectVideoSerializer,
@@ -29,6 +30,7 @@ from detection.views import _owner, job_detail_response
 from pmr.errors import ApiError
 from pmr.schema import ERROR_RESPONSES
 from videos import selectors, services
+from videos.filters import DetectionFilter, SegmentFilter
 
 
 class DetectVideoView(APIView):
@@ -90,76 +92,43 @@ class DetectionCursor(CursorPagination):
     max_page_size = 5000
 
 
-class _Filters(serializers.Serializer):
-    label = serializers.CharField(required=False)
-    min_confidence = serializers.FloatField(required=False, min_value=0, max_value=1)
-    frame_from = serializers.IntegerField(required=False, min_value=0)
-    frame_to = serializers.IntegerField(required=False, min_value=0)
-    t_from_ms = serializers.IntegerField(required=False, min_value=0)
-    t_to_ms = serializers.IntegerField(required=False, min_value=0)
+class JobDetectionsView(generics.ListAPIView):
+    serializer_class = DetectionRowSerializer
+    pagination_class = DetectionCursor
+    filterset_class = DetectionFilter
+    queryset = Detection.objects.none()  # the schema's model; get_queryset has the job's
 
-
-def _filters(request, serializer_class=_Filters) -> dict:
-    known = set(serializer_class().fields) | {"cursor", "page_size"}
-    unknown = sorted(set(request.query_params) - known)
-    if unknown:
-        raise ApiError("invalid_parameters", "unknown query parameters",
-                       details={name: "unknown parameter" for name in unknown})
-    filters = serializer_class(data=request.query_params)
-    filters.is_valid(raise_exception=True)
-    return dict(filters.validated_data)
-
-
-_FILTER_PARAMETERS = [
-    OpenApiParameter("label", OpenApiTypes.STR),
-    OpenApiParameter("min_confidence", OpenApiTypes.FLOAT),
-    OpenApiParameter("frame_from", OpenApiTypes.INT),
-    OpenApiParameter("frame_to", OpenApiTypes.INT),
-    OpenApiParameter("t_from_ms", OpenApiTypes.INT), OpenApiParameter("t_to_ms", OpenApiTypes.INT),
-]
-
-
-class JobDetectionsView(APIView):
-    @extend_schema(operation_id="list_job_detections", parameters=[
-        *_FILTER_PARAMETERS, OpenApiParameter("cursor", OpenApiTypes.STR),
-        OpenApiParameter("page_size", OpenApiTypes.INT)],
-        responses={200: DetectionRowSerializer(many=True), **ERROR_RESPONSES},
+    @extend_schema(operation_id="list_job_detections", responses={
+        200: DetectionRowSerializer(many=True), **ERROR_RESPONSES},
         summary="A job's detection records, by frame then confidence (cursor-paginated)")
-    def get(self, request, job_id):
-        job = job_selectors.job_get(user=request.user, job_id=job_id)
-        rows = selectors.video_detections(job=job, **_filters(request))
-        paginator = DetectionCursor()
-        page = paginator.paginate_queryset(rows, request, view=self)
-        return paginator.get_paginated_response(DetectionRowSerializer(page, many=True).data)
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        job = job_selectors.job_get(user=self.request.user, job_id=self.kwargs["job_id"])
+        return selectors.video_detections(job=job)
 
 
-class _SegmentFilters(serializers.Serializer):
-    label = serializers.CharField(required=False)
-    min_confidence = serializers.FloatField(required=False, min_value=0, max_value=1)
-    gap_ms = serializers.IntegerField(required=False, min_value=0, max_value=3_600_000)
+class JobSegmentsView(generics.GenericAPIView):
+    filterset_class = SegmentFilter
+    queryset = Detection.objects.none()  # the schema's model
+    pagination_class = None
 
-
-class JobSegmentsView(APIView):
-    @extend_schema(operation_id="list_job_segments", parameters=[
-        OpenApiParameter("label", OpenApiTypes.STR),
-        OpenApiParameter("min_confidence", OpenApiTypes.FLOAT),
-        OpenApiParameter("gap_ms", OpenApiTypes.INT, description=(
-            "gap tolerance: absences up to this long do not split a segment (default: two "
-            "processed-frame intervals)"))],
-        responses={200: OpenApiTypes.OBJECT, **ERROR_RESPONSES},
-        summary="Per label, the time intervals in which it is present")
+    @extend_schema(operation_id="list_job_segments", filters=True,  # SegmentFilter's
+                   responses={200: OpenApiTypes.OBJECT, **ERROR_RESPONSES},
+                   summary="Per label, the time intervals in which it is present")
     def get(self, request, job_id):
         job = job_selectors.job_get(user=request.user, job_id=job_id)
         if job.kind != Job.Kind.VIDEO:
             raise ApiError("not_a_video_job", "segments exist for video jobs only")
-        filters = _filters(request, _SegmentFilters)
-        gap_ms = filters.pop("gap_ms", None)
+        filterset = SegmentFilter(request.query_params,
+                                  queryset=Detection.objects.filter(job=job))
+        if not filterset.is_valid():
+            raise translate_validation(filterset.errors)
+        gap_ms = filterset.form.cleaned_data.get("gap_ms")
         if gap_ms is None:
-            interval = 1000 * (job.params.get("frame_stride") or 1) / job.fps
-            if job.params.get("sample_fps"):
-                interval = max(interval, 1000 / job.params["sample_fps"])
-            gap_ms = round(2 * interval)
-        segments = selectors.label_segments(job=job, gap_ms=gap_ms, **filters)
+            gap_ms = selectors.default_gap_ms(job)
+        segments = selectors.label_segments(detections=filterset.qs, gap_ms=gap_ms)
         return Response({"job": str(job.pk), "gap_ms": gap_ms, "segments": segments})
 
 

@@ -113,7 +113,11 @@ def test_metrics_add_up_every_web_process(service):
 
     web_workers = {p.pid for p in psutil.Process(service.processes["web"].pid).children()}
     assert len(web_workers) == 2  # WEB_CONCURRENCY
-    samples = service.workdir / "var" / "prometheus"
+    port = service.base_url.rsplit(":", 1)[1]
+    samples = service.workdir / "var" / f"prometheus-{port}"
+    # A second server of the same instance (same var/) starting meanwhile keeps its own
+    # samples: it must not clear this one's.
+    service.start_web("web-second")
 
     def processes_that_counted() -> set[int]:
         return {int(m[1]) for f in samples.glob("counter_*.db")
