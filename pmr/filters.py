@@ -32,11 +32,3 @@ class IntegerFilter(django_filters.NumberFilter):
 
     field_class = forms.IntegerField
 
-
-def parameters(filterset_class: type[StrictFilterSet], data) -> dict:
-    """The validated values of a FilterSet used for its parameters only (not a queryset)."""
-    filterset = filterset_class(data=data, queryset=filterset_class._meta.model.objects.none())
-    if not filterset.is_valid():
-        raise django_filters.utils.translate_validation(filterset.errors)
-    return {name: value for name, value in filterset.form.cleaned_data.items()
-            if value is not None and value != ""}

@@ -10,31 +10,27 @@ from detection.models import Detection
 from pmr.filters import IntegerFilter, StrictFilterSet
 
 
-class DetectionFilter(StrictFilterSet):
+class _ByLabelAndConfidence(StrictFilterSet):
     label = django_filters.CharFilter()
     min_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte",
                                                  min_value=0, max_value=1)
+
+    class Meta:
+        model = Detection
+        fields = ()
+
+
+class DetectionFilter(_ByLabelAndConfidence):
     frame_from = IntegerFilter(field_name="frame_index", lookup_expr="gte", min_value=0)
     frame_to = IntegerFilter(field_name="frame_index", lookup_expr="lte", min_value=0)
     t_from_ms = IntegerFilter(field_name="timestamp_ms", lookup_expr="gte", min_value=0)
     t_to_ms = IntegerFilter(field_name="timestamp_ms", lookup_expr="lte", min_value=0)
 
-    class Meta:
-        model = Detection
-        fields = ()
 
-
-class SegmentFilter(StrictFilterSet):
-    label = django_filters.CharFilter()
-    min_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte",
-                                                 min_value=0, max_value=1)
+class SegmentFilter(_ByLabelAndConfidence):
     gap_ms = IntegerFilter(method="_not_a_filter", min_value=0, max_value=3_600_000,
                            help_text="gap tolerance: absences up to this long do not split a "
                                      "segment (default: two processed-frame intervals)")
-
-    class Meta:
-        model = Detection
-        fields = ()
 
     @extend_schema_field(OpenApiTypes.INT)
     def _not_a_filter(self, queryset, name, value):
