@@ -21,6 +21,7 @@ run: setup
 test: install weights browsers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 setup: install weights migrate
@@ -53,6 +54,7 @@ browsers:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) manage.py benchmark

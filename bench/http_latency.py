@@ -44,8 +44,8 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from detection.engine import decode_image  # noqa: E402
-from detection.inference import get_detector  # noqa: E402
+from engine import decode_image  # noqa: E402
+from jobs.inference import get_detector  # noqa: E402
 from tests.integration.service import Service  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "testdata" / "darknet" / "dog.jpg"

@@ -44,9 +44,9 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from detection.engine import model_info  # noqa: E402
-from detection.engine.benchmark import _opencv_postprocess  # noqa: E402
-from detection.inference import get_detector  # noqa: E402
+from engine import model_info  # noqa: E402
+from engine.benchmark import _opencv_postprocess  # noqa: E402
+from jobs.inference import get_detector  # noqa: E402
 from tests.integration.service import Service  # noqa: E402
 
 VIDEOS = ROOT.parent / "shared" / "testdata" / "videos"

@@ -15,7 +15,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from detection.models import WorkerHeartbeat  # noqa: E402
+from jobs.models import WorkerHeartbeat  # noqa: E402
 
 since = timezone.now() - timedelta(seconds=settings.WORKER_STALE_SECONDS)
 alive = WorkerHeartbeat.objects.filter(hostname=f"worker@{socket.gethostname()}",

@@ -10,7 +10,8 @@ from django.http import JsonResponse
 from django.utils import timezone
 from kombu import Connection
 
-from pmr.errors import error_body
+from core.errors import error_body
+from jobs.models import WorkerHeartbeat
 
 
 def healthz(request) -> JsonResponse:
@@ -34,8 +35,6 @@ def _broker() -> dict:
 
 def _workers() -> dict:
     """Live workers (recent heartbeat); every queue needs at least one consuming it."""
-    from detection.models import WorkerHeartbeat
-
     since = timezone.now() - timedelta(seconds=settings.WORKER_STALE_SECONDS)
     live = list(WorkerHeartbeat.objects.filter(last_seen__gte=since).order_by("hostname"))
     served = {queue for w in live for queue in w.queues.split(",") if queue}

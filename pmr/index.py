@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import JsonResponse
 from django.urls import reverse
 
-from pmr.errors import error_body
+from core.errors import error_body
 
 
 def api_index(request) -> JsonResponse:

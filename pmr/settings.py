@@ -3,6 +3,10 @@
 The defaults run on a laptop with no servers: SQLite, a filesystem message broker,
 media under ./var. Production sets DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY and
 ALLOWED_HOSTS (see .env.example).
+
+Longer than the other modules on purpose: every setting lives here, grouped by topic, each
+read from the environment with its default and checked at start-up, in the order of the
+README's configuration table.
 """
 
 from pathlib import Path
@@ -10,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from pmr.env import (
+from core.env import (
     env_bool,
     env_choice,
     env_float,
@@ -56,16 +60,19 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "storages",
-    "detection",
+    "detection",  # migrations only: older databases upgrade through it
+    "jobs",
+    "images",
     "videos",
+    "review",
     "compat",
 ]
 
 MIDDLEWARE = [
-    "pmr.metrics.MetricsMiddleware",
-    "pmr.middleware.DrainUnreadBodyMiddleware",
+    "core.metrics.MetricsMiddleware",
+    "core.middleware.DrainUnreadBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "pmr.middleware.UploadLimitMiddleware",
+    "core.middleware.UploadLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -73,7 +80,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "pmr.errors.DatabaseUnavailableMiddleware",
+    "core.errors.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "pmr.urls"
@@ -189,7 +196,7 @@ if DETECTOR_INPUT_SIZE % 32:
 # (a positive nice value makes, e.g., video workers yield to image workers on one host).
 DETECTOR_THREADS = env_int("DETECTOR_THREADS", 0, minimum=0)
 WORKER_NICE = env_int("WORKER_NICE", 0, minimum=0, maximum=19)
-# Images per forward pass (0: auto, 4 on a CPU, 8 on a GPU; see detection/inference.py).
+# Images per forward pass (0: auto, 4 on a CPU, 8 on a GPU; see jobs/inference.py).
 DETECTOR_MAX_BATCH = env_int("DETECTOR_MAX_BATCH", 0, minimum=0, maximum=256)
 # How long the first request of a batch waits for more (0: batch only what is already
 # queued, which under load is plenty, and a lone request never waits).
@@ -209,7 +216,7 @@ STALL_SECONDS = env_float("STALL_SECONDS", 600, minimum=1)
 # the whole batch on a GPU, where a batch takes milliseconds).
 VIDEO_SLICE_FRAMES = env_int("VIDEO_SLICE_FRAMES", 0, minimum=0, maximum=256)
 # ... but a running video is never starved: while video frames wait, at most this many
-# image batches run in a row before one video slice (see detection/batching.py).
+# image batches run in a row before one video slice (see engine/batching.py).
 IMAGE_BATCHES_PER_VIDEO_SLICE = env_int("IMAGE_BATCHES_PER_VIDEO_SLICE", 3, minimum=1,
                                         maximum=1000)
 # A request for an annotated video that produced nothing after this long may be repeated.
@@ -230,11 +237,12 @@ QUEUE_STALE_SECONDS = env_float("QUEUE_STALE_SECONDS", 600, minimum=1)
 # Completion webhooks (video jobs with a callback_url).
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=0.1)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
-WEBHOOK_BACKOFF_SECONDS = env_float("WEBHOOK_BACKOFF_SECONDS", 2, minimum=0)
+# Retries wait a random time up to this, doubled at each retry (Celery's full jitter).
+WEBHOOK_BACKOFF_SECONDS = env_int("WEBHOOK_BACKOFF_SECONDS", 2, minimum=1)
 WEBHOOK_MAX_SECONDS = env_float("WEBHOOK_MAX_SECONDS", 600, minimum=1)
 WEBHOOK_SECRET = env_secret("WEBHOOK_SECRET") or ""
 # callback_url may name a loopback, private or link-local address (refused by default:
-# see pmr/outbound.py).
+# see core/outbound.py).
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
 
 # Retention (0: keep forever): uploaded media and outputs of jobs finished more than
@@ -306,6 +314,8 @@ IMAGE_QUEUE = f"{QUEUE_PREFIX}images"
 VIDEO_QUEUE = f"{QUEUE_PREFIX}videos"
 CELERY_TASK_DEFAULT_QUEUE = IMAGE_QUEUE
 CELERY_TASK_ROUTES = {"detection.*": {"queue": IMAGE_QUEUE}, "videos.*": {"queue": VIDEO_QUEUE}}
+# Imported by a worker at start (with the apps' tasks): its start-up and shutdown.
+CELERY_IMPORTS = ("pmr.worker",)
 CELERY_BEAT_SCHEDULE = {
     "retention": {"task": "detection.apply_retention", "schedule": RETENTION_INTERVAL_SECONDS},
 }
@@ -363,11 +373,11 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.JSONParser",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_THROTTLE_CLASSES": ["pmr.throttling.UserThrottle", "pmr.throttling.AnonThrottle",
-                                 "pmr.throttling.ScopedThrottle"],
-    "DEFAULT_PAGINATION_CLASS": "pmr.pagination.PagePagination",
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttling.UserThrottle", "core.throttling.AnonThrottle",
+                                 "core.throttling.ScopedThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.PagePagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "pmr.errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served locally: the docs work offline
@@ -378,7 +388,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "pmr.schema.forbid_unknown_request_fields"],
+                             "core.schema.forbid_unknown_request_fields"],
 }
 
 # --- Localisation -------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from compat import deepstack, rekognition
-from detection import views as detection_views
+from core.errors import json_error_view
+from images import views as image_views
+from jobs import views as job_views
 from pmr import health
-from pmr.errors import json_error_view
 from pmr.index import api_index
 from pmr.metrics import metrics_view
 from videos import views as video_views
@@ -18,23 +19,23 @@ _REKOGNITION = (rf"^{re.escape(settings.REKOGNITION_PATH)}/?$" if settings.REKOG
                 else r"^$")
 
 urlpatterns = [
-    re_path(_REKOGNITION, rekognition.endpoint, name="rekognition"),
-    path("v1/vision/detection", deepstack.detection, name="deepstack-detection"),
+    re_path(_REKOGNITION, rekognition.RekognitionView.as_view(), name="rekognition"),
+    path("v1/vision/detection", deepstack.DetectionView.as_view(), name="deepstack-detection"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
     path("api/", api_index, name="api-index"),
-    path("api/detect/image", detection_views.DetectImageView.as_view(), name="detect-image"),
-    path("api/jobs", detection_views.JobListView.as_view(), name="job-list"),
+    path("api/detect/image", image_views.DetectImageView.as_view(), name="detect-image"),
+    path("api/jobs", job_views.JobListView.as_view(), name="job-list"),
     path("api/detect/video", video_views.DetectVideoView.as_view(), name="detect-video"),
-    path("api/jobs/<uuid:job_id>", detection_views.JobDetailView.as_view(), name="job-detail"),
-    path("api/jobs/<uuid:job_id>/detections", video_views.JobDetectionsView.as_view(),
+    path("api/jobs/<uuid:job_id>", job_views.JobDetailView.as_view(), name="job-detail"),
+    path("api/jobs/<uuid:job_id>/detections", job_views.JobDetectionsView.as_view(),
          name="job-detections"),
-    path("api/jobs/<uuid:job_id>/segments", video_views.JobSegmentsView.as_view(),
+    path("api/jobs/<uuid:job_id>/segments", job_views.JobSegmentsView.as_view(),
          name="job-segments"),
     path("api/jobs/<uuid:job_id>/annotated", video_views.JobAnnotatedView.as_view(),
          name="job-annotated"),
-    path("api/jobs/<uuid:job_id>/cancel", video_views.JobCancelView.as_view(), name="job-cancel"),
+    path("api/jobs/<uuid:job_id>/cancel", job_views.JobCancelView.as_view(), name="job-cancel"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),

@@ -10,8 +10,8 @@ from typing import NoReturn
 import pytest
 from django.conf import settings
 
-from detection.engine import model_info
-from detection.engine.detector import Detector
+from engine import model_info
+from engine.detector import Detector
 
 SHARED = Path(settings.BASE_DIR).parent / "shared" / "testdata"
 DARKNET = SHARED / "darknet"
@@ -79,7 +79,7 @@ def tiny_fp32(tiny_paths) -> Detector:
 
 @pytest.fixture(scope="session")
 def tiny_bf16(tiny_paths) -> Detector:
-    from detection.engine.detector import cpu_has_native_bf16
+    from engine.detector import cpu_has_native_bf16
 
     if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
@@ -113,6 +113,7 @@ def eager_celery():
     app.conf.task_eager_propagates = True
     yield app
     app.conf.task_always_eager = False
+    app.conf.task_eager_propagates = False
 
 
 def files_under(root: Path) -> list[Path]:

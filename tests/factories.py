@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from detection.models import Detection, Job
+from jobs.models import Detection, Job
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -50,8 +50,8 @@ class DetectionFactory(factory.django.DjangoModelFactory):
 def image_job_with_detections(image: Path, model_paths, folder: str) -> Job:
     """An image job on a real image, stored under ``folder``, with the detector's own
     detections (yolov3-tiny, fp32)."""
-    from detection.engine import decode_image
-    from detection.engine.detector import Detector
+    from engine import decode_image
+    from engine.detector import Detector
 
     pixels = decode_image(image)
     name = default_storage.save(f"uploads/images/{folder}/{image.name}",

@@ -10,7 +10,8 @@ import pytest
 from django.urls import reverse
 from pycocotools.coco import COCO
 
-from detection.models import AddedBox, Detection, Job, ReviewEvent
+from jobs.models import Detection, Job
+from review.models import AddedBox, ReviewEvent
 from tests.factories import JobFactory, UserFactory, image_job_with_detections
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,7 +38,7 @@ def dog_job(darknet_dir, tiny_paths):
 
 
 def post_review(client, job, **data):
-    return client.post(reverse("admin:detection_job_review", args=[job.pk]), data)
+    return client.post(reverse("admin:jobs_job_review", args=[job.pk]), data)
 
 
 def originals(job):
@@ -100,7 +101,7 @@ def review_some(client, job):
 
 def test_the_coco_export_holds_exactly_the_reviewed_boxes(admin_client, dog_job, tmp_path):
     ranked = review_some(admin_client, dog_job)
-    archive = unzip(admin_client.get(reverse("admin:detection_job_export",
+    archive = unzip(admin_client.get(reverse("admin:jobs_job_export",
                                              args=[dog_job.pk, "coco"])))
     assert f"images/{dog_job.pk}.jpg" in archive.namelist()
     (tmp_path / "annotations.json").write_bytes(archive.read("annotations.json"))
@@ -121,7 +122,7 @@ def test_the_coco_export_holds_exactly_the_reviewed_boxes(admin_client, dog_job,
 
 def test_the_yolo_export_has_normalised_labels(admin_client, dog_job):
     review_some(admin_client, dog_job)
-    archive = unzip(admin_client.get(reverse("admin:detection_job_export",
+    archive = unzip(admin_client.get(reverse("admin:jobs_job_export",
                                              args=[dog_job.pk, "yolo"])))
     lines = archive.read(f"labels/{dog_job.pk}.txt").decode().splitlines()
     assert len(lines) == 4
@@ -140,7 +141,7 @@ def test_the_yolo_export_has_normalised_labels(admin_client, dog_job):
 
 def test_selected_jobs_export_and_mark_reviewed_from_the_list(admin_client, dog_job, reviewer):
     review_some(admin_client, dog_job)
-    url = reverse("admin:detection_job_changelist")
+    url = reverse("admin:jobs_job_changelist")
     response = admin_client.post(url, {"action": "export_coco",
                                        "_selected_action": [dog_job.pk]})
     annotations = json.loads(unzip(response).read("annotations.json"))
@@ -167,7 +168,7 @@ def test_a_rerun_whose_message_is_lost_is_sent_again_by_the_watchdog(admin_clien
                                                                      eager_celery):
     from datetime import timedelta
 
-    from detection.services import requeue_stalled_images
+    from images.services import requeue_stalled_images
 
     eager_celery.conf.task_always_eager = False
     broker = eager_celery.conf.broker_url
@@ -187,19 +188,45 @@ def test_a_rerun_whose_message_is_lost_is_sent_again_by_the_watchdog(admin_clien
 
 
 def test_the_job_page_draws_the_boxes_over_the_image(admin_client, dog_job):
-    page = admin_client.get(reverse("admin:detection_job_change", args=[dog_job.pk]))
+    page = admin_client.get(reverse("admin:jobs_job_change", args=[dog_job.pk]))
     assert page.status_code == 200
     html = page.content.decode()
     assert html.count('class="pmr-box"') == Detection.objects.filter(job=dog_job).count()
-    assert reverse("admin:detection_job_input", args=[dog_job.pk]) in html
-    image = admin_client.get(reverse("admin:detection_job_input", args=[dog_job.pk]))
+    assert reverse("admin:jobs_job_input", args=[dog_job.pk]) in html
+    image = admin_client.get(reverse("admin:jobs_job_input", args=[dog_job.pk]))
     assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
-    thumbnail = admin_client.get(reverse("admin:detection_job_thumbnail", args=[dog_job.pk]))
-    assert thumbnail.status_code == 200 and thumbnail["Content-Type"] == "image/jpeg"
+
+
+def test_the_worker_that_finishes_a_job_makes_its_thumbnail_and_a_page_makes_none(
+        admin_client, eager_celery, tiny_paths, darknet_dir, videos_dir, dog_job):
+    from django.core.files.storage import default_storage
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+    from rest_framework.test import APIClient
+
+    from jobs.thumbnails import thumbnail_name
+
+    api = APIClient()
+    api.force_authenticate(UserFactory())
+    image = api.post("/api/detect/image", {"image": SimpleUploadedFile(
+        "dog.jpg", (darknet_dir / "dog.jpg").read_bytes())}, format="multipart").json()["id"]
+    video = api.post("/api/detect/video", {"video": SimpleUploadedFile(
+        "c.mp4", (videos_dir / "intel_people-detection_from_gif.mp4").read_bytes())},
+        format="multipart").json()["id"]
+    for job_id, size in ((image, (192, 144)), (video, (192, 108))):  # 768x576, 480x270
+        job = Job.objects.get(pk=job_id)
+        assert job.status == "succeeded" and default_storage.exists(thumbnail_name(job))
+        served = admin_client.get(reverse("admin:jobs_job_thumbnail", args=[job_id]))
+        assert served.status_code == 200 and served["Content-Type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(b"".join(served.streaming_content))).size == size
+    # A job no worker finished (made here by a factory) has none, and a GET makes none.
+    missing = admin_client.get(reverse("admin:jobs_job_thumbnail", args=[dog_job.pk]))
+    assert missing.status_code == 404
+    assert not default_storage.exists(thumbnail_name(dog_job))
 
 
 def test_media_is_for_staff_only(client, dog_job):
-    response = client.get(reverse("admin:detection_job_input", args=[dog_job.pk]))
+    response = client.get(reverse("admin:jobs_job_input", args=[dog_job.pk]))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
@@ -235,31 +262,31 @@ def count_queries(client, url, django_assert_max_num_queries, limit):
 def test_pages_cost_a_fixed_number_of_queries_with_100k_detections(
         admin_client, busy_database, django_assert_max_num_queries):
     video, images = busy_database
-    changelist = reverse("admin:detection_job_changelist")
+    changelist = reverse("admin:jobs_job_changelist")
     few = count_queries(admin_client, f"{changelist}?o=-7&kind__exact=video",
                         django_assert_max_num_queries, 20)
     many = count_queries(admin_client, changelist, django_assert_max_num_queries, 20)
     assert many == few  # 61 jobs on the page cost what 1 does: no query per row
-    video_page = reverse("admin:detection_job_change", args=[video.pk])
+    video_page = reverse("admin:jobs_job_change", args=[video.pk])
     count_queries(admin_client, video_page, django_assert_max_num_queries, 20)
     count_queries(admin_client, f"{video_page}?frame=5000", django_assert_max_num_queries, 20)
-    count_queries(admin_client, reverse("admin:detection_job_change", args=[images[0].pk]),
+    count_queries(admin_client, reverse("admin:jobs_job_change", args=[images[0].pk]),
                   django_assert_max_num_queries, 20)
-    count_queries(admin_client, reverse("admin:detection_job_overview"),
+    count_queries(admin_client, reverse("admin:jobs_job_overview"),
                   django_assert_max_num_queries, 20)
 
 
 def test_the_video_page_has_a_timeline_and_shows_the_chosen_frame(admin_client, busy_database):
     video, _ = busy_database
-    page = admin_client.get(reverse("admin:detection_job_change", args=[video.pk]),
+    page = admin_client.get(reverse("admin:jobs_job_change", args=[video.pk]),
                             {"frame": 1234}).content.decode()
     assert 'id="pmr-timeline"' in page and page.count("<polyline") == 4
-    assert reverse("admin:detection_job_frame", args=[video.pk, 1234]) in page
+    assert reverse("admin:jobs_job_frame", args=[video.pk, 1234]) in page
     assert page.count('class="pmr-box"') == 10  # that frame's boxes only
 
 
 def test_the_overview_sums_up_the_service(admin_client, dog_job):
-    page = admin_client.get(reverse("admin:detection_job_overview")).content.decode()
+    page = admin_client.get(reverse("admin:jobs_job_overview")).content.decode()
     assert 'id="pmr-days"' in page and "No worker online." in page
     assert "1 succeeded job(s) not yet reviewed" in page
 
@@ -278,7 +305,7 @@ def test_the_overview_counts_messages_waiting_in_the_broker(admin_client, settin
         for n in range(3):
             queue.put({"n": n})
         queue.close()
-    page = admin_client.get(reverse("admin:detection_job_overview")).content.decode()
+    page = admin_client.get(reverse("admin:jobs_job_overview")).content.decode()
     assert "Messages waiting in the broker: ov-images 3, ov-videos 0." in page
 
 
@@ -293,12 +320,12 @@ def test_a_video_without_an_annotated_video_can_ask_for_one(admin_client, eager_
 
     job_id = api.post("/api/detect/video", {"video": SimpleUploadedFile("c.mp4", clip)},
                       format="multipart").json()["id"]
-    page = admin_client.get(reverse("admin:detection_job_change", args=[job_id]))
+    page = admin_client.get(reverse("admin:jobs_job_change", args=[job_id]))
     assert b'value="annotate"' in page.content and b"<video" not in page.content
     post_review(admin_client, Job.objects.get(pk=job_id), action="annotate", frame_index="0")
-    page = admin_client.get(reverse("admin:detection_job_change", args=[job_id]))
+    page = admin_client.get(reverse("admin:jobs_job_change", args=[job_id]))
     assert b"<video" in page.content  # rendered (inline here), and now played in the page
-    video = admin_client.get(reverse("admin:detection_job_annotated", args=[job_id]))
+    video = admin_client.get(reverse("admin:jobs_job_annotated", args=[job_id]))
     assert video.status_code == 200 and video["Content-Type"] == "video/mp4"
 
 
@@ -306,7 +333,7 @@ def test_undo_puts_a_detection_back_unreviewed_and_the_history_keeps_both(admin_
                                                                           dog_job):
     detection = Detection.objects.filter(job=dog_job).order_by("-confidence").first()
     post_review(admin_client, dog_job, action="relabel", detection=detection.pk, label="bus")
-    page = admin_client.get(reverse("admin:detection_job_change", args=[dog_job.pk]))
+    page = admin_client.get(reverse("admin:jobs_job_change", args=[dog_job.pk]))
     assert b'value="reset"' in page.content  # the Undo button of the reviewed detection
     post_review(admin_client, dog_job, action="reset", detection=detection.pk)
     detection.refresh_from_db()
@@ -314,7 +341,7 @@ def test_undo_puts_a_detection_back_unreviewed_and_the_history_keeps_both(admin_
         "unreviewed", "", None)
     assert [e.action for e in ReviewEvent.objects.filter(job=dog_job).order_by("id")] == [
         "relabel", "reset"]
-    history = admin_client.get(reverse("admin:detection_job_change", args=[dog_job.pk]))
+    history = admin_client.get(reverse("admin:jobs_job_change", args=[dog_job.pk]))
     text = history.content.decode()
     section = text[text.index('id="pmr-history"'):]
     assert "relabel" in section and "reset" in section and "→ bus" in section
@@ -339,7 +366,7 @@ def test_the_job_list_filters_and_searches(admin_client, reviewer):
     Job.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=30))
 
     def listed(**query) -> set:
-        response = admin_client.get(reverse("admin:detection_job_changelist"), query)
+        response = admin_client.get(reverse("admin:jobs_job_changelist"), query)
         assert response.status_code == 200
         return {job.pk for job in response.context["cl"].result_list}
 

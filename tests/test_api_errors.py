@@ -8,7 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from detection.models import Job
+from jobs.models import Job
 from tests.conftest import files_under
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,7 +121,7 @@ def test_unknown_urls_and_methods_are_json(api, client, settings):
 
 def test_an_unexpected_failure_is_a_json_500_not_an_html_page(api, settings, monkeypatch,
                                                               darknet_dir):
-    from detection import services
+    from images import services
 
     def explode(**kwargs):
         raise RuntimeError("boom")
@@ -169,7 +169,7 @@ def test_the_annotated_video_of_an_image_job_is_not_a_video_job(api, user):
 
 
 def test_an_image_job_whose_input_is_gone_fails_with_input_missing(eager_celery, user):
-    from detection import runner
+    from images import runner
     from tests.factories import JobFactory
 
     job = JobFactory(owner=user, kind="image", status="queued", input_file="images/gone.jpg")

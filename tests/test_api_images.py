@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from detection.models import Detection, Job
+from jobs.models import Detection, Job
 from tests.conftest import files_under
 from tests.factories import DetectionFactory, JobFactory, UserFactory
 
@@ -38,8 +38,12 @@ def test_it_detects_stores_and_returns_an_image_job(api, eager_celery, tiny_path
     job = Job.objects.get(pk=body["id"])
     assert job.original_filename == "dog.jpg"
     assert Detection.objects.filter(job=job).count() == len(body["detections"])
-    stored = files_under(settings.MEDIA_ROOT)
+    stored = files_under(settings.MEDIA_ROOT / "uploads")
     assert len(stored) == 1 and stored[0].suffix == ".jpg" and stored[0].name != "dog.jpg"
+    # Beside it, the thumbnail the worker made as it finished the job: nothing else.
+    assert [p.relative_to(settings.MEDIA_ROOT).as_posix() for p in files_under(
+        settings.MEDIA_ROOT / "thumbnails")] == [f"thumbnails/{job.pk}.jpg"]
+    assert len(files_under(settings.MEDIA_ROOT)) == 2
 
     again = api.get(reverse("job-detail", args=[body["id"]]))
     assert again.status_code == 200
@@ -77,7 +81,7 @@ def test_a_job_still_running_when_the_wait_ends_is_a_202(api, tiny_paths, darkne
 
 def test_a_worker_runs_an_image_job_once_and_counts_the_attempt(api, eager_celery, tiny_paths,
                                                                 darknet_dir):
-    from detection import runner
+    from images import runner
 
     body = post_image(api, (darknet_dir / "dog.jpg").read_bytes()).json()
     job = Job.objects.get(pk=body["id"])
@@ -92,20 +96,20 @@ def test_a_worker_runs_an_image_job_once_and_counts_the_attempt(api, eager_celer
 
 
 def _lapsed(job: Job, attempts: int) -> None:
-    """The job as its last worker left it, dead: queued, started, its lease lapsed."""
+    """The job as its last worker left it, dead: running, its lease lapsed."""
     from datetime import timedelta
 
     from django.utils import timezone
 
     now = timezone.now()
-    Job.objects.filter(pk=job.pk).update(status="queued", attempts=attempts,
+    Job.objects.filter(pk=job.pk).update(status="running", attempts=attempts,
                                          started_at=now - timedelta(seconds=70),
                                          lease_expires=now - timedelta(seconds=10))
 
 
 def test_an_image_whose_workers_all_died_fails_rather_than_running_again(
         eager_celery, tiny_paths, darknet_dir, settings):
-    from detection import services
+    from images import services
     from tests.factories import image_job_with_detections
 
     job = image_job_with_detections(darknet_dir / "dog.jpg", tiny_paths, "died")
@@ -131,19 +135,19 @@ def test_a_second_message_for_a_job_a_live_worker_holds_is_dropped(tiny_paths, d
 
     from django.utils import timezone
 
-    from detection import runner
+    from images import runner
     from tests.factories import image_job_with_detections
 
     job = image_job_with_detections(darknet_dir / "dog.jpg", tiny_paths, "held")
     Detection.objects.filter(job=job).delete()
     now = timezone.now()
     for attempts in (1, settings.JOB_MAX_ATTEMPTS):  # its last attempt: still not lost
-        Job.objects.filter(pk=job.pk).update(status="queued", attempts=attempts,
+        Job.objects.filter(pk=job.pk).update(status="running", attempts=attempts,
                                              started_at=now,
                                              lease_expires=now + timedelta(seconds=30))
         runner.image_job_run(job_id=str(job.pk))  # e.g. redelivered by the broker
         job.refresh_from_db()
-        assert job.status == "queued" and job.attempts == attempts
+        assert job.status == "running" and job.attempts == attempts
         assert not Detection.objects.filter(job=job).exists()
 
     _lapsed(job, 1)  # the holder died after all: the next message runs it
@@ -160,8 +164,9 @@ def test_the_heartbeat_renews_the_lease_of_a_job_waiting_in_its_worker(
     from django.db import close_old_connections
     from django.utils import timezone
 
-    from detection import runner, services
-    from detection.batching import DynamicBatcher
+    from engine.batching import DynamicBatcher
+    from images import runner, services
+    from jobs import runtime
     from tests.factories import image_job_with_detections
 
     settings.IMAGE_STALE_SECONDS = 60
@@ -191,9 +196,10 @@ def test_the_heartbeat_renews_the_lease_of_a_job_waiting_in_its_worker(
     try:
         assert submitted.wait(60)
         job.refresh_from_db()
+        assert job.status == "running" and job.started_at is not None  # its worker has it
         first_lease = job.lease_expires
         later = timezone.now() + timedelta(seconds=45)
-        assert services.image_leases.renew(now=later) == 1
+        assert runtime.current().renew(now=later)["image"] == 1
         job.refresh_from_db()
         assert job.lease_expires == later + timedelta(seconds=settings.IMAGE_STALE_SECONDS)
         assert job.lease_expires > first_lease  # pushed back, not left to lapse
@@ -204,7 +210,7 @@ def test_the_heartbeat_renews_the_lease_of_a_job_waiting_in_its_worker(
         worker.join(60)
     job.refresh_from_db()
     assert job.status == "succeeded" and job.attempts == 1
-    assert services.image_leases.renew() == 0  # finished: out of hand
+    assert runtime.current().renew()["image"] == 0  # finished: out of hand
 
 
 def test_the_job_list_is_the_callers_own_paginated_and_filterable(api, user):

@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from detection.models import Detection, Job
+from jobs.models import Detection, Job
 from tests.conftest import files_under
 from tests.factories import UserFactory
 from tests.videos import reencode, zero_frame_mp4
@@ -121,7 +121,7 @@ def test_a_finished_job_cannot_be_cancelled_and_deleting_removes_everything(
     assert Job.objects.get(pk=job_id).annotated_file
     response = api.post(reverse("job-cancel", args=[job_id]))
     assert response.status_code == 409 and response.json()["error"]["code"] == "already_finished"
-    assert len(files_under(settings.MEDIA_ROOT)) == 2  # the upload and the annotated video
+    assert len(files_under(settings.MEDIA_ROOT)) == 3  # the upload, annotated video, thumbnail
     assert api.delete(reverse("job-detail", args=[job_id])).status_code == 204
     assert files_under(settings.MEDIA_ROOT) == []
     assert not Detection.objects.filter(job_id=job_id).exists()
@@ -255,11 +255,12 @@ def test_a_worker_running_its_share_of_parts_defers_the_next_one(api, tiny_paths
     try:
         job_id = submit(api, short_clip).json()["id"]
         queued = VideoPart.objects.get(job_id=job_id, index=0)
-        assert runner._take_slot()  # a part of another job is running here
+        slots = runner._slots()
+        assert slots.take()  # a part of another job is running here
         try:
             runner.video_part_run(job_id=job_id, index=0)
         finally:
-            runner._free_slot()
+            slots.free()
         part = VideoPart.objects.get(pk=queued.pk)
         assert part.status == "queued" and part.attempts == 0 and part.frames_done == 0
         assert part.lease_expires > queued.lease_expires  # its message is alive
@@ -279,6 +280,7 @@ def test_a_held_part_is_renewed_a_stalled_one_requeued_and_failed_stalled(api, t
 
     from django.utils import timezone
 
+    from jobs import runtime
     from pmr.celery import app
     from videos import runner, services
     from videos.models import VideoPart
@@ -297,11 +299,12 @@ def test_a_held_part_is_renewed_a_stalled_one_requeued_and_failed_stalled(api, t
 
         # Held by this process: the heartbeat renews it, however long its batch takes.
         later = now + timedelta(seconds=10 * settings.VIDEO_LEASE_SECONDS)
-        with services.part_leases.hold(part.pk, owner):
-            assert services.part_leases.renew(now=later) == 1
-            with services.part_leases.hold(part.pk, "w:1:3"):  # not the part's owner
-                assert services.part_leases.renew(now=later) == 0
-        assert services.part_leases.renew(now=later) == 0  # out of hand
+        held = runtime.WorkerRuntime()  # a worker process's, never started
+        with held.hold(services.PART_LEASE, part.pk, owner):
+            assert held.renew(now=later) == {"video_part": 1}
+        with held.hold(services.PART_LEASE, part.pk, "w:1:3"):  # not the part's owner
+            assert held.renew(now=later) == {"video_part": 0}
+        assert held.renew(now=later) == {"video_part": 0}  # out of hand
         part.refresh_from_db()
         assert part.lease_expires == later + timedelta(seconds=settings.VIDEO_LEASE_SECONDS)
         assert services.requeue_stalled(now=later) == []  # alive, and progress is recent

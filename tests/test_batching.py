@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from detection.batching import DynamicBatcher
-from detection.engine import decode_image
+from engine import decode_image
+from engine.batching import DynamicBatcher
 
 
 class RecordingDetector:
@@ -154,7 +154,7 @@ def test_without_a_slice_a_video_batch_runs_whole_and_a_failure_fails_it_alone(t
 
 def test_a_model_that_cannot_be_loaded_fails_every_request_and_is_tried_again(
         settings, tmp_path, images):
-    from detection import inference
+    from jobs import inference, runtime
 
     settings.WEIGHTS_DIR = tmp_path  # nothing fetched here
     try:
@@ -166,7 +166,7 @@ def test_a_model_that_cannot_be_loaded_fails_every_request_and_is_tried_again(
             batcher.submit(images["dog"], None).result(5)
         assert inference.get_batcher("yolov3-spp") is not batcher  # a new attempt
     finally:
-        inference._batchers.pop("yolov3-spp", None)
+        runtime.current().batchers.pop("yolov3-spp", None)
 
 
 def test_a_failing_request_fails_alone_and_the_thread_goes_on(tiny_fp32, images):
@@ -220,7 +220,7 @@ def test_closing_finishes_the_forward_pass_in_progress_and_fails_the_waiting(tin
 
 
 def test_video_slices_are_2_frames_on_a_cpu_unless_set(settings):
-    from detection.inference import video_slice_frames
+    from jobs.inference import video_slice_frames
 
     settings.VIDEO_SLICE_FRAMES = 0
     assert video_slice_frames("cpu") == 2
@@ -229,7 +229,7 @@ def test_video_slices_are_2_frames_on_a_cpu_unless_set(settings):
 
 
 def test_forward_passes_take_4_images_on_a_cpu_unless_set(settings, tiny_paths):
-    from detection.inference import detector_max_batch, get_detector
+    from jobs.inference import detector_max_batch, get_detector
 
     settings.DETECTOR_MAX_BATCH = 0
     assert detector_max_batch("cpu") == 4

@@ -7,7 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 
-from detection.models import Job
+from jobs.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

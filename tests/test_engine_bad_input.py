@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detection.engine.image import ImageError, decode_image
+from engine.image import ImageError, decode_image
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

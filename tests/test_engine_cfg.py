@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detection.engine.cfg import CfgError, RouteSpec, layer_shapes, parse_cfg, parse_cfg_text
-from detection.engine.model import Darknet
+from engine.cfg import CfgError, RouteSpec, layer_shapes, parse_cfg, parse_cfg_text
+from engine.model import Darknet
 
 NET = "[net]\nwidth=64\nheight=64\nchannels=3\n"
 HEAD = ("[convolutional]\nfilters=18\nsize=1\nstride=1\nactivation=linear\n"

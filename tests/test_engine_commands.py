@@ -16,9 +16,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from detection.engine import model_info
-from detection.engine.fetch import FetchError, fetch_model
-from detection.engine.registry import PipSource
+from engine import model_info
+from engine.fetch import FetchError, fetch_model
+from engine.registry import PipSource
 
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there
 

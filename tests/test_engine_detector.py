@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from detection.engine.detector import Detector
-from detection.engine.image import decode_image
+from engine.detector import Detector
+from engine.image import decode_image
 
 NAMES = ["dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg", "kite.jpg", "person.jpg",
          "scream.jpg"]
@@ -62,7 +62,7 @@ def test_no_images_give_no_results(tiny_fp32):
 def test_auto_precision_on_the_cpu_follows_the_cpu(tiny_paths, monkeypatch):
     import torch
 
-    from detection.engine import detector as detector_module
+    from engine import detector as detector_module
 
     auto = Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
                                device="cpu", precision="auto")

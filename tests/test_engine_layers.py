@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from detection.engine.cfg import MaxpoolSpec
-from detection.engine.model import Maxpool
+from engine.cfg import MaxpoolSpec
+from engine.model import Maxpool
 
 
 def darknet_maxpool(x: np.ndarray, size: int, stride: int, padding: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detection.engine import nms
+from engine import nms
 
 
 def reference_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray,

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from detection.engine.cfg import parse_cfg
-from detection.engine.detector import Detector, read_names
-from detection.engine.image import decode_image
-from detection.engine.model import Darknet
-from detection.engine.weights import (
+from engine.cfg import parse_cfg
+from engine.detector import Detector, read_names
+from engine.image import decode_image
+from engine.model import Darknet
+from engine.weights import (
     random_darknet_weights,
     read_darknet_weights,
     write_darknet_weights,

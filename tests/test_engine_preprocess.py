@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detection.engine.preprocess import Letterbox, boxes_to_image, darknet_resize, letterbox
+from engine.preprocess import Letterbox, boxes_to_image, darknet_resize, letterbox
 
 
 def darknet_resize_reference(image: np.ndarray, w: int, h: int) -> np.ndarray:

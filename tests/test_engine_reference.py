@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from detection.engine.image import decode_image
+from engine.image import decode_image
 
 IMAGES = ["dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg", "kite.jpg", "person.jpg",
           "scream.jpg"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from detection.engine.cfg import parse_cfg
-from detection.engine.model import DARKNET_BN_EPSILON, Conv
-from detection.engine.weights import (
+from engine.cfg import parse_cfg
+from engine.model import DARKNET_BN_EPSILON, Conv
+from engine.weights import (
     WeightsError,
     WeightsHeader,
     random_darknet_weights,

@@ -73,7 +73,7 @@ def wait_started(service: Service, count: int, timeout: float = 60) -> list[dict
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         jobs = service.get("/api/jobs").json()["results"]
-        started = [j for j in jobs if j["started_at"] and j["status"] == "queued"]
+        started = [j for j in jobs if j["started_at"] and j["status"] == "running"]
         if len(started) >= count:
             return started
         time.sleep(0.1)
@@ -121,7 +121,7 @@ def test_a_busy_worker_keeps_the_image_jobs_it_holds(stack, darknet_dir):
     assert slowest > 5000, f"the last image took {slowest} ms: no lease had time to lapse"
     ids = [job["id"] for job in jobs]
     attempts = service.manage("shell", "-c", (
-        "from detection.models import Job; "
+        "from jobs.models import Job; "
         f"print(sorted(Job.objects.filter(pk__in={ids!r}).values_list('attempts', flat=True)))"))
     assert attempts.stdout.split("\n")[-2] == str([1] * len(names))
     assert "lost its worker" not in service.log("worker1", tail=10**6)

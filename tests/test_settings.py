@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from pmr import env
+from core import env
 
 
 def manage_check(**environment: str) -> subprocess.CompletedProcess:
@@ -83,14 +83,14 @@ def test_without_a_secret_one_is_generated_once_and_kept(tmp_path, monkeypatch):
 
 
 def test_a_workers_connection_pool_holds_a_connection_per_thread(settings):
-    from detection.worker import pool_fit_threads
+    from pmr.worker import pool_fit_threads
 
     databases = {"default": {**settings.DATABASES["default"],
                              "OPTIONS": {"pool": {"min_size": 2, "max_size": 20}}}}
     settings.DATABASES = databases
     assert pool_fit_threads(8) == 20  # room enough already
-    assert pool_fit_threads(24) == 26  # 24 task threads, the heartbeat, a spare
-    assert databases["default"]["OPTIONS"]["pool"]["max_size"] == 26
+    assert pool_fit_threads(24) == 27  # 24 task threads, the heartbeat, the watchdog, a spare
+    assert databases["default"]["OPTIONS"]["pool"]["max_size"] == 27
     settings.DATABASES = {"default": {**databases["default"], "OPTIONS": {}}}
     assert pool_fit_threads(24) is None  # SQLite: no pool
 
@@ -100,9 +100,10 @@ def test_time_limits_bound_image_tasks_only():
     # as long as its video does, so no global limit may reach them.
     from django.conf import settings
 
-    from detection.tasks import detect_image
+    from images.tasks import detect_image
+    from jobs.tasks import send_webhook
     from pmr.celery import app
-    from videos.tasks import annotate_video, process_video_part, send_webhook
+    from videos.tasks import annotate_video, process_video_part
 
     assert app.conf.task_time_limit is None and app.conf.task_soft_time_limit is None
     assert (detect_image.soft_time_limit, detect_image.time_limit) == (

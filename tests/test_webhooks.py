@@ -1,7 +1,7 @@
 """The webhook contract, delivered to a real HTTP receiver of the test's own: the envelope
 and its absolute URLs, the HMAC signature (checked by the receiver, with its own key),
-X-PMR-Event, delivery for failed and cancelled jobs, retries with doubling delays, and
-giving up after WEBHOOK_MAX_SECONDS."""
+X-PMR-Event, delivery for failed and cancelled jobs, retries by the task until delivered or
+WEBHOOK_MAX_ATTEMPTS, and giving up after WEBHOOK_MAX_SECONDS."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
+from jobs import webhooks
 from tests.factories import JobFactory
-from videos import webhooks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,7 +92,7 @@ def test_a_finished_job_is_delivered_signed_with_its_event_and_absolute_urls(rec
     job = JobFactory(kind="video", status=status, callback_url=hook.url,
                      finished_at=timezone.now(), base_url="https://pmr.example.com/",
                      error_code="decode_failed" if status == "failed" else "")
-    assert webhooks.deliver(job_id=str(job.pk), attempt=1) is None  # delivered: done
+    webhooks.deliver(job_id=str(job.pk), attempt=1)  # delivered: no DeliveryFailed
     [delivery] = hook.received
     body = verified(delivery)
     assert body["event"] == delivery["headers"]["X-PMR-Event"] == f"job.{status}"
@@ -114,18 +114,42 @@ def test_a_tampered_body_fails_the_receivers_check(receiver):
         verified(tampered)
 
 
-def test_failed_deliveries_are_retried_with_doubling_delays_then_given_up(receiver, settings):
-    hook = receiver(answers=[500, 503, 500, 500])
-    settings.WEBHOOK_MAX_SECONDS = 600
+def test_failed_deliveries_are_retried_by_the_task_until_one_is_delivered(receiver):
+    from jobs.tasks import send_webhook
+    from pmr.celery import app
+
+    app.conf.task_eager_propagates = False  # a retry is not an error
+
+    hook = receiver(answers=[500, 503, 500])
     job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
-    delays = [webhooks.deliver(job_id=str(job.pk), attempt=n) for n in (1, 2, 3)]
-    assert delays == [2, 4, 8]  # WEBHOOK_BACKOFF_SECONDS, doubling
-    assert [d["headers"]["X-PMR-Delivery-Attempt"] for d in hook.received] == ["1", "2", "3"]
-    # The next delay would take it past WEBHOOK_MAX_SECONDS after the job finished.
-    settings.WEBHOOK_MAX_SECONDS = 10
-    assert webhooks.deliver(job_id=str(job.pk), attempt=4) is None
+    result = send_webhook.apply(args=(str(job.pk),))  # here: each retry runs at once
+    assert result.successful()
+    assert [d["headers"]["X-PMR-Delivery-Attempt"] for d in hook.received] == [
+        "1", "2", "3", "4"]
     job.refresh_from_db()
-    assert [e.get("status_code") for e in job.webhook_log] == [500, 503, 500, 500, None]
+    assert [e["status_code"] for e in job.webhook_log] == [500, 503, 500, 200]
+    # Celery's exponential backoff with full jitter spaces the retries out.
+    assert send_webhook.retry_backoff and send_webhook.retry_jitter
+
+
+def test_a_failed_attempt_asks_for_another_until_the_last(receiver, settings):
+    hook = receiver(answers=[500, 500])
+    settings.WEBHOOK_MAX_ATTEMPTS = 2
+    job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
+    with pytest.raises(webhooks.DeliveryFailed, match="HTTP 500"):
+        webhooks.deliver(job_id=str(job.pk), attempt=1)
+    webhooks.deliver(job_id=str(job.pk), attempt=2)  # the last: failed, and no other
+    assert len(hook.received) == 2
+
+
+def test_no_attempt_is_made_past_webhook_max_seconds(receiver, settings):
+    hook = receiver(answers=[500])
+    settings.WEBHOOK_MAX_SECONDS = 10
+    job = JobFactory(kind="video", callback_url=hook.url,
+                     finished_at=timezone.now() - timedelta(seconds=11))
+    webhooks.deliver(job_id=str(job.pk), attempt=4)
+    assert hook.received == []
+    job.refresh_from_db()
     assert job.webhook_log[-1]["gave_up"] == "no delivery within 10 s"
 
 
@@ -134,12 +158,12 @@ def test_no_attempt_is_made_past_the_last_one(receiver, settings):
     settings.WEBHOOK_MAX_ATTEMPTS = 1
     job = JobFactory(kind="video", callback_url=hook.url,
                      finished_at=timezone.now() - timedelta(seconds=1))
-    assert webhooks.deliver(job_id=str(job.pk), attempt=1) is None
+    webhooks.deliver(job_id=str(job.pk), attempt=1)  # the last attempt: no DeliveryFailed
     assert len(hook.received) == 1
 
 
 def test_a_cancelled_video_sends_its_webhook(receiver, eager_celery):
-    from videos.services import job_cancel
+    from jobs.services import job_cancel
 
     hook = receiver()
     job = JobFactory(kind="video", status="running", callback_url=hook.url,
@@ -173,7 +197,7 @@ def test_without_a_secret_nothing_is_signed(receiver, settings):
     hook = receiver()
     settings.WEBHOOK_SECRET = ""
     job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
-    assert webhooks.deliver(job_id=str(job.pk), attempt=1) is None
+    webhooks.deliver(job_id=str(job.pk), attempt=1)
     [delivery] = hook.received
     assert "X-PMR-Signature" not in delivery["headers"]
     assert delivery["headers"]["X-PMR-Event"] == "job.succeeded"
@@ -183,7 +207,8 @@ def test_a_receiver_that_does_not_answer_in_time_is_retried(receiver, settings):
     hook = receiver(stall=True)
     settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
     job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
-    assert webhooks.deliver(job_id=str(job.pk), attempt=1) == 2  # retried after the backoff
+    with pytest.raises(webhooks.DeliveryFailed):  # retried after the backoff
+        webhooks.deliver(job_id=str(job.pk), attempt=1)
     job.refresh_from_db()
     [entry] = job.webhook_log
     assert "status_code" not in entry and "Timeout" in entry["error"]
@@ -192,7 +217,8 @@ def test_a_receiver_that_does_not_answer_in_time_is_retried(receiver, settings):
 def test_a_redirect_is_never_followed(receiver):
     hook = receiver(answers=[(307, {"Location": "/elsewhere"})])
     job = JobFactory(kind="video", callback_url=hook.url, finished_at=timezone.now())
-    assert webhooks.deliver(job_id=str(job.pk), attempt=1) == 2  # not delivered: retried
+    with pytest.raises(webhooks.DeliveryFailed):  # not delivered: retried
+        webhooks.deliver(job_id=str(job.pk), attempt=1)
     assert [d["path"] for d in hook.received] == ["/hook"]
     job.refresh_from_db()
     assert [entry["status_code"] for entry in job.webhook_log] == [307]

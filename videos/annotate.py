@@ -13,9 +13,9 @@ from itertools import groupby
 import av
 import cv2
 
-from detection.engine import Detection as EngineDetection
-from detection.engine.annotate import draw_detections
-from videos.pipeline import FrameSelection
+from engine import Detection as EngineDetection
+from engine.annotate import draw_detections
+from jobs.frames import FrameSelection
 
 
 def _by_frame(rows: Iterable) -> Iterator[tuple[int, list[EngineDetection]]]:

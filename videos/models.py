@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from detection.models import Job
+from jobs.models import Job
 
 
 class VideoPart(models.Model):

@@ -8,7 +8,6 @@ forward pass each. Memory is bounded by the queue and one batch, whatever the le
 from __future__ import annotations
 
 import contextlib
-import math
 import queue
 import threading
 from collections.abc import Iterator
@@ -17,38 +16,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from jobs.frames import FrameSelection
+
 
 @dataclass(frozen=True)
 class Frame:
     index: int
     timestamp_ms: int
     image: np.ndarray  # (H, W, 3) uint8 RGB
-
-
-@dataclass(frozen=True)
-class FrameSelection:
-    """Which source frames to process: every ``stride``-th, or about ``sample_fps`` a second."""
-
-    fps: float
-    stride: int = 1
-    sample_fps: float | None = None
-
-    def __contains__(self, index: int) -> bool:
-        if self.sample_fps is not None and self.sample_fps < self.fps:
-            # The first frame of each 1/sample_fps interval.
-            return index == 0 or (math.floor(index * self.sample_fps / self.fps)
-                                  != math.floor((index - 1) * self.sample_fps / self.fps))
-        return index % self.stride == 0
-
-    def count(self, frames: int) -> int:
-        return sum(1 for index in range(frames) if index in self)
-
-    @property
-    def interval_ms(self) -> float:
-        """Milliseconds between two processed frames (the finest a timeline can be)."""
-        if self.sample_fps is not None and self.sample_fps < self.fps:
-            return 1000 / self.sample_fps
-        return 1000 * self.stride / self.fps
 
 
 @dataclass
@@ -155,3 +130,15 @@ class FrameReader:
                 batch = []
         if batch:
             yield batch
+
+
+def read_frame(path: str, index: int) -> np.ndarray | None:
+    """One source frame as (H, W, 3) RGB, None if it cannot be read."""
+    capture = cv2.VideoCapture(path)
+    try:
+        if index:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = capture.read()
+    finally:
+        capture.release()
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if ok and frame is not None else None

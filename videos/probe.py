@@ -6,11 +6,11 @@ import math
 import os
 from dataclasses import dataclass
 
-import cv2
+import av
 import filetype
 from rest_framework import status
 
-from pmr.errors import ApiError
+from core.errors import ApiError
 
 # MIME types (from the file's signature) PMR takes as video, with the extension to store.
 VIDEO_TYPES = {
@@ -45,29 +45,9 @@ def _bad(code: str, message: str, http: int = status.HTTP_400_BAD_REQUEST, **det
     return ApiError(code, message, status_code=http, details=details)
 
 
-def check_iso_bmff(path: str) -> None:
-    """Walk an MP4/MOV's top-level boxes: a box running past the end means a cut file."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as stream:
-        position, seen = 0, set()
-        while position + 8 <= size:
-            stream.seek(position)
-            header = stream.read(16)
-            box_size = int.from_bytes(header[:4], "big")
-            box_type = header[4:8].decode("latin-1")
-            if box_size == 1:
-                box_size = int.from_bytes(header[8:16], "big")
-            elif box_size == 0:  # extends to the end of the file
-                box_size = size - position
-            if box_size < 8:
-                raise _bad("corrupt_video", f"malformed '{box_type}' box at byte {position}")
-            if position + box_size > size:
-                raise _bad("corrupt_video", f"the file is truncated: its '{box_type}' box needs "
-                           f"{position + box_size} bytes, the file has {size}")
-            seen.add(box_type)
-            position += box_size
-    if "moov" not in seen:
-        raise _bad("corrupt_video", "the file has no 'moov' box (index): cut or not finished")
+def _reason(exc: Exception) -> str:
+    """FFmpeg's reason, without the server's file name."""
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def _check_pixels(width: int, height: int, limits: VideoLimits) -> None:
@@ -78,7 +58,13 @@ def _check_pixels(width: int, height: int, limits: VideoLimits) -> None:
 
 
 def probe_video(path: str, limits: VideoLimits) -> VideoInfo:
-    """Classify and check a stored upload; raise ApiError (400/413/415) on any problem."""
+    """Classify and check a stored upload; raise ApiError (400/413/415) on any problem.
+
+    The container is read with PyAV (FFmpeg): its streams, their header (size, rate, frame
+    count: the same values OpenCV's reader uses when the workers decode it), and the first
+    frame, decoded. An MP4/MOV's index lists every frame: the file must hold them all
+    (one that was cut short is refused here, not half-way through its job).
+    """
     if os.path.getsize(path) == 0:
         raise _bad("empty_file", "the uploaded file is empty")
     with open(path, "rb") as stream:
@@ -89,44 +75,80 @@ def probe_video(path: str, limits: VideoLimits) -> VideoInfo:
         raise _bad("unsupported_media_type", f"the file is {kind.mime}, not a video format PMR "
                    "reads", status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detected=kind.mime,
                    supported=sorted(VIDEO_TYPES))
-    if kind.mime in _ISO_BMFF:
-        check_iso_bmff(path)
-
-    capture = cv2.VideoCapture(path)
     try:
-        if not capture.isOpened():
-            raise _bad("corrupt_video", "the video cannot be opened")
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC))
-        codec = "".join(chr((fourcc >> 8 * i) & 0xFF) for i in range(4)).strip("\x00 ")
+        container = av.open(path, metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise _bad("corrupt_video", f"the video cannot be opened: {_reason(exc)}") from None
+    with container:
+        if not container.streams.video:
+            raise _bad("corrupt_video", "the file has no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
         # Refuse a frame-size bomb from the header, before decoding a frame allocates it.
         _check_pixels(width, height, limits)
-        ok, frame = capture.read()
-    finally:
-        capture.release()
-    if not ok or frame is None:
-        raise _bad("corrupt_video", "no frame of the video can be decoded (zero frames, or a "
-                   "codec that cannot be read)")
-    height, width = frame.shape[:2]  # the decoded frame is the truth
+        fps = float(stream.guessed_rate or 0)
+        frames = _frame_count(container, stream, fps)
+        codec = _codec_name(stream)
+        try:
+            frame = next(container.decode(stream), None)
+        except (av.FFmpegError, ValueError):
+            frame = None
+        if frame is None:
+            raise _bad("corrupt_video", "no frame of the video can be decoded (zero frames, or "
+                       "a codec that cannot be read)")
+        width, height = frame.width, frame.height  # the decoded frame is the truth
+        _check_rate_and_length(fps, frames, limits)
+        _check_pixels(width, height, limits)
+        if kind.mime in _ISO_BMFF:
+            _check_every_frame_is_there(container, stream, frames)
+    return VideoInfo(extension=VIDEO_TYPES[kind.mime], content_type=kind.mime, width=width,
+                     height=height, fps=fps, frame_count=frames,
+                     duration_ms=round(1000 * frames / fps), codec=codec)
+
+
+def _frame_count(container, stream, fps: float) -> int:
+    """The header's frame count, else duration x rate (what OpenCV's reader reports)."""
+    if stream.frames:
+        return int(stream.frames)
+    seconds = (container.duration or 0) / av.time_base
+    if seconds <= 0 and stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    return math.floor(seconds * fps + 0.5) if math.isfinite(seconds * fps) else 0
+
+
+def _codec_name(stream) -> str:
+    """FFmpeg's name of the stream's codec: "h264", "hevc", "vp8", "mpeg4"..."""
+    return (stream.codec_context.name or "")[:16]
+
+
+def _check_rate_and_length(fps: float, frames: int, limits: VideoLimits) -> None:
     if not math.isfinite(fps) or fps <= 0 or fps > limits.max_fps:
         raise _bad("invalid_video", f"the video claims {fps} frames per second",
                    max_fps=limits.max_fps)
     if frames <= 0:
         raise _bad("invalid_video", f"the video claims {frames} frames")
-    duration_s = frames / fps
-    _check_pixels(width, height, limits)
     if frames > limits.max_frames:
         raise _bad("too_large", f"the video has {frames} frames; the limit is "
                    f"{limits.max_frames}", status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                    max_frames=limits.max_frames)
+    duration_s = frames / fps
     if duration_s > limits.max_duration_s:
         raise _bad("too_large", f"the video lasts {duration_s:.1f} s; the limit is "
                    f"{limits.max_duration_s:g} s", status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                    max_duration_s=limits.max_duration_s)
-    return VideoInfo(extension=VIDEO_TYPES[kind.mime], content_type=kind.mime, width=width,
-                     height=height, fps=fps, frame_count=frames,
-                     duration_ms=round(1000 * duration_s),
-                     codec=codec if codec.isprintable() else "")
+
+
+def _check_every_frame_is_there(container, stream, frames: int) -> None:
+    """Read (not decode) every packet the index lists: a cut file runs out before."""
+    container.seek(0, stream=stream)
+    whole = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size and not packet.is_corrupt:
+                whole += 1
+    except av.FFmpegError as exc:
+        raise _bad("corrupt_video", f"the video cannot be read to its end: {_reason(exc)}") \
+            from None
+    if whole < frames:
+        raise _bad("corrupt_video", f"the file is truncated: its index lists {frames} frames, "
+                   f"{whole} are in the file")

@@ -1,7 +1,7 @@
 """Running video parts, in a worker: the video path's only module that loads the model.
 
 A part is processed under a lease, which the heartbeat of the worker holding it renews
-for as long as the task runs (``detection.leases``); see ``videos.services`` for the
+for as long as the task runs (``jobs.leases``); see ``videos.services`` for the
 whole scheme. Each batch commits its detections with the part's progress, so that a
 part taken over resumes from its last committed batch. The task that finishes the last
 part finishes the job (decided under a row lock, not by a chord callback, so that a part
@@ -22,16 +22,17 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from detection import dispatch
-from detection.catalog import weights_sha256
-from detection.inference import get_batcher
-from detection.models import Detection, Job
-from detection.services import job_fail
-from pmr.storage import local_or_url
+from core.storage import local_or_url
+from jobs import dispatch, runtime
+from jobs.catalog import weights_sha256
+from jobs.inference import get_batcher
+from jobs.models import Detection, Job
+from jobs.selectors import selection_for
+from jobs.services import announce, job_fail
+from jobs.thumbnails import thumbnail_save
 from videos.models import VideoPart
-from videos.pipeline import FrameReader
-from videos.selectors import selection_for
-from videos.services import annotate_job, announce, part_leases
+from videos.pipeline import FrameReader, read_frame
+from videos.services import PART_LEASE, annotate_job
 
 logger = logging.getLogger(__name__)
 
@@ -61,40 +62,28 @@ def _claim(job_id: str, index: int, owner: str, worker: str) -> VideoPart | None
     return VideoPart.objects.select_related("job").get(job_id=job_id, index=index)
 
 
-# Video parts this process is running. A part holds a Celery thread for as long as it
-# runs (minutes); past the limit, a part is deferred rather than run, so that the
-# worker's other threads stay free for image requests. (More parts at once would not go
-# faster: they share the process's one inference thread.)
-_parts = {"running": 0, "auto": 0}
-_parts_lock = threading.Lock()
-
 # How soon a part deferred by a busy worker is offered to the workers again.
 DEFER_SECONDS = 2.0
 
 
-def parts_limit_set(*, threads: int, takes_images: bool) -> None:
-    """At worker start: VIDEO_PARTS_PER_WORKER's automatic value, from the worker's
-    threads — half of them where it also takes image requests, else all."""
-    _parts["auto"] = max(1, threads // 2) if takes_images else threads
-
-
 def parts_limit() -> int:
-    """How many video parts this process runs at once."""
-    return (settings.VIDEO_PARTS_PER_WORKER or _parts["auto"]
-            or max(1, settings.CELERY_WORKER_CONCURRENCY // 2))
+    """How many video parts this process runs at once: VIDEO_PARTS_PER_WORKER, else from
+    the worker's threads — half of them where it also takes image requests, else all.
+
+    A part holds a Celery thread for as long as it runs (minutes); past the limit, a part
+    is deferred rather than run, so that the worker's other threads stay free for image
+    requests. (More parts at once would not go faster: they share the process's one
+    inference thread.)
+    """
+    if settings.VIDEO_PARTS_PER_WORKER:
+        return settings.VIDEO_PARTS_PER_WORKER
+    me = runtime.current().identity
+    threads = me.threads or settings.CELERY_WORKER_CONCURRENCY
+    return max(1, threads // 2) if me.takes_images else threads
 
 
-def _take_slot() -> bool:
-    with _parts_lock:
-        if _parts["running"] >= parts_limit():
-            return False
-        _parts["running"] += 1
-        return True
-
-
-def _free_slot() -> None:
-    with _parts_lock:
-        _parts["running"] -= 1
+def _slots() -> runtime.Slots:
+    return runtime.current().slots_for("video_part", parts_limit)
 
 
 def _defer(job_id: str, index: int) -> bool:
@@ -122,7 +111,8 @@ def _defer(job_id: str, index: int) -> bool:
 def video_part_run(*, job_id: str, index: int, worker: str | None = None) -> None:
     """Process (or resume) one part of a video job, in a worker; defer it if this
     process already runs as many parts as it may (``parts_limit``)."""
-    if not _take_slot():
+    slots = _slots()
+    if not slots.take():
         if _defer(job_id, index):
             logger.info("video job %s part %d: deferred (%d parts running here)", job_id,
                         index, parts_limit())
@@ -130,7 +120,7 @@ def video_part_run(*, job_id: str, index: int, worker: str | None = None) -> Non
     try:
         _run_part(job_id, index, worker or socket.gethostname())
     finally:
-        _free_slot()
+        slots.free()
 
 
 def _run_part(job_id: str, index: int, worker: str) -> None:
@@ -150,7 +140,7 @@ def _run_part(job_id: str, index: int, worker: str) -> None:
                   f"processing frames {part.start_frame}.. of this video")
         return
     try:
-        with part_leases.hold(part.pk, owner):
+        with runtime.current().hold(PART_LEASE, part.pk, owner):
             _process_part(job, part, owner)
     except LeaseLost:
         logger.info("video job %s part %d: stopped (cancelled, failed, deleted or taken "
@@ -240,6 +230,10 @@ def _finish_job(job: Job) -> None:
         model_sha256=weights_sha256(job.model_name))
     if updated:
         announce(job)
+        with local_or_url(job.input_file.name) as source:
+            first = read_frame(source, 0)
+        if first is not None:
+            thumbnail_save(job, first)
 
 
 def fail(job: Job, *, code: str, message: str) -> None:
@@ -247,4 +241,3 @@ def fail(job: Job, *, code: str, message: str) -> None:
     job_fail(job=job, code=code, message=message)  # the other parts stop at their next batch
     VideoPart.objects.filter(job=job).exclude(status=VideoPart.Status.DONE).update(
         lease_owner="")
-    announce(job)

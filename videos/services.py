@@ -1,19 +1,19 @@
-"""Writes for video jobs: submit, queue in parts, cancel, annotate, requeue (the
-watchdog's). Running a part, in a worker, is ``videos.runner``.
+"""Writes for video jobs: submit, queue in parts, annotate, requeue (the watchdog's).
+Running a part, in a worker, is ``videos.runner``.
 
 A video job is split into parts — ranges of frames — that any number of workers process
 in parallel. A part is processed under a lease, which the heartbeat of the worker holding
-it renews for as long as the task runs (``detection.leases``). A worker that dies stops
-renewing; the watchdog (see ``detection.worker``) gives the part to a new task, which
-resumes from the part's last committed batch — so no frame is lost or stored twice. Each
-batch commits its detections with the progress (``next_frame``, ``progressed_at``); a
-live task that commits none for STALL_SECONDS is stalled, and its part goes to a new task
-the same way, counted as an attempt, and failed "stalled" (not "the worker died") once
-the attempts are spent. Parts are cut at multiples of the batch size (in
-processed frames), so every batch is the one a single worker would have run: the merged
-result equals a single-worker run, frame for frame. The task that finishes the last
-part finishes the job (decided under a row lock, not by a chord callback, so that a part
-taken over after its worker died still counts).
+it renews for as long as the task runs (``jobs.leases``). A worker that dies stops
+renewing; the watchdog (``jobs.runtime``, with :func:`requeue_stalled`) gives the part to
+a new task, which resumes from the part's last committed batch — so no frame is lost or
+stored twice. Each batch commits its detections with the progress (``next_frame``,
+``progressed_at``); a live task that commits none for STALL_SECONDS is stalled, and its
+part goes to a new task the same way, counted as an attempt, and failed "stalled" (not
+"the worker died") once the attempts are spent. Parts are cut at multiples of the batch
+size (in processed frames), so every batch is the one a single worker would have run:
+the merged result equals a single-worker run, frame for frame. The task that finishes the
+last part finishes the job (decided under a row lock, not by a chord callback, so that a
+part taken over after its worker died still counts).
 """
 
 from __future__ import annotations
@@ -31,22 +31,24 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from detection import dispatch, leases, notify
-from detection.models import Detection, Job
-from detection.services import job_create
-from detection.uploads import safe_original_name, stored_name
-from pmr.errors import ApiError
-from pmr.storage import local_or_url
-from videos import selectors
+from core.errors import ApiError
+from core.storage import local_or_url
+from jobs import dispatch
+from jobs.frames import FrameSelection
+from jobs.leases import Lease
+from jobs.models import Detection, Job
+from jobs.selectors import selection_for
+from jobs.services import job_create, queue_unavailable
+from jobs.uploads import safe_original_name, stored_name
+from videos.annotate import render_annotated
 from videos.models import VideoPart
-from videos.pipeline import FrameSelection
 from videos.probe import VideoLimits, probe_video
 
-# Video parts this process is running: the heartbeat renews their leases.
-part_leases = leases.register("video_part", leases.Leases(
-    VideoPart, seconds=lambda: settings.VIDEO_LEASE_SECONDS, owner_field="lease_owner",
-    live=lambda: Q(status=VideoPart.Status.RUNNING,
-                   job__status__in=(Job.Status.QUEUED, Job.Status.RUNNING))))
+# A running part's lease: the heartbeat of the worker holding it renews it.
+PART_LEASE = Lease("video_part", VideoPart, seconds=lambda: settings.VIDEO_LEASE_SECONDS,
+                   owner_field="lease_owner",
+                   live=lambda: Q(status=VideoPart.Status.RUNNING,
+                                  job__status__in=(Job.Status.QUEUED, Job.Status.RUNNING)))
 
 
 def video_limits() -> VideoLimits:
@@ -107,7 +109,7 @@ def video_job_submit(*, owner, upload: UploadedFile, params: dict, callback_url:
         if earlier is not None:
             return earlier, False
     _check_active_jobs(owner)  # cheap, before the upload is examined and stored
-    if upload.size > settings.MAX_VIDEO_UPLOAD_BYTES:
+    if (upload.size or 0) > settings.MAX_VIDEO_UPLOAD_BYTES:
         raise ApiError("too_large", f"the file is {upload.size} bytes; the limit is "
                        f"{settings.MAX_VIDEO_UPLOAD_BYTES}", status_code=413,
                        details={"max_bytes": settings.MAX_VIDEO_UPLOAD_BYTES})
@@ -175,36 +177,14 @@ def queue_parts(job: Job, selection: FrameSelection) -> None:
                             on_error=leave_to_watchdog)
 
 
-def announce(job: Job) -> None:
-    """A job finished: wake whoever waits for it, and send its webhook."""
-    notify.job_finished(job.pk)
-    if job.callback_url:
-        dispatch.send_on_commit(dispatch.SEND_WEBHOOK, [(str(job.pk),)])
-
-
-def job_cancel(*, job: Job) -> Job:
-    """Stop a queued or running job; its workers notice at their next batch."""
-    cancelled = Job.objects.filter(
-        pk=job.pk, status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).update(
-        status=Job.Status.CANCELLED, finished_at=timezone.now())
-    job.refresh_from_db()
-    if cancelled:
-        announce(job)  # its webhook too: job.cancelled
-    else:
-        notify.job_finished(job.pk)
-    return job
-
-
 def annotate_job(*, job: Job) -> str:
     """Render the video with its boxes drawn; store it; return the stored name."""
-    from videos.annotate import render_annotated
-
     detections = Detection.objects.filter(job=job).order_by("frame_index").only(
         "frame_index", "class_id", "label", "confidence", "x1", "y1", "x2", "y2")
     with tempfile.TemporaryDirectory() as tmp, local_or_url(job.input_file.name) as source:
         output = os.path.join(tmp, "annotated.mp4")
         render_annotated(source, output, detections.iterator(chunk_size=5000),
-                         selection=selectors.selection_for(job))
+                         selection=selection_for(job))
         with open(output, "rb") as stream:
             name = default_storage.save(stored_name("annotated", "mp4"), stream)
     old = job.annotated_file.name if job.annotated_file else ""
@@ -227,8 +207,7 @@ def annotation_request(*, job: Job) -> bool:
             dispatch.send(dispatch.ANNOTATE_VIDEO, str(job.pk))
         except dispatch.BROKER_ERRORS as exc:
             Job.objects.filter(pk=job.pk).update(annotation_requested_at=None)
-            raise ApiError("queue_unavailable", "the job queue cannot be reached; try again "
-                           "shortly", status_code=503, details={"retry_after_s": 5}) from exc
+            raise queue_unavailable(exc) from exc
     return bool(asked)
 
 
@@ -252,7 +231,7 @@ def requeue_stalled(*, now=None) -> list[str]:
         active, status=VideoPart.Status.RUNNING, lease_expires__gte=now,
         progressed_at__lt=now - timedelta(seconds=settings.STALL_SECONDS)).exclude(
         lease_owner="")
-    requeued = []
+    requeued: list[str] = []
     for because, parts in ((VideoPart.Requeued.WORKER_LOST, lapsed),
                            (VideoPart.Requeued.STALLED, stalled)):
         for pk, job_id, index, expires, started in parts.values_list(

@@ -8,8 +8,8 @@ import socket
 from celery import shared_task
 from django.db import DatabaseError
 
-from detection.models import Job
-from videos import runner, services, webhooks
+from jobs.models import Job
+from videos import runner, services
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,3 @@ def annotate_video(job_id: str) -> None:
     job = Job.objects.filter(pk=job_id, status=Job.Status.SUCCEEDED).first()
     if job is not None and not job.annotated_file:
         services.annotate_job(job=job)
-
-
-@shared_task(name="videos.send_webhook", bind=True, acks_late=True, max_retries=None)
-def send_webhook(self, job_id: str) -> None:
-    delay = webhooks.deliver(job_id=job_id, attempt=self.request.retries + 1)
-    if delay is not None:
-        raise self.retry(countdown=delay)

@@ -15,7 +15,8 @@ import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 
-from detection.models import AddedBox, Detection, ReviewEvent
+from jobs.models import Detection
+from review.models import AddedBox, ReviewEvent
 from tests.conftest import missing
 from tests.factories import UserFactory, image_job_with_detections
 
@@ -65,7 +66,7 @@ def test_a_reviewer_confirms_rejects_adds_a_box_and_exports_coco(live_server, br
     page.click("input[type=submit]")
     page.wait_for_selector("#site-name")
 
-    page.goto(f"{live_server.url}/admin/detection/job/{reviewed_job.pk}/change/")
+    page.goto(f"{live_server.url}/admin/jobs/job/{reviewed_job.pk}/change/")
     page.wait_for_load_state("networkidle")
     boxes = page.locator("#pmr-overlay g.pmr-box")
     assert boxes.count() == Detection.objects.filter(job=reviewed_job).count() == 6
@@ -99,7 +100,7 @@ def test_a_reviewer_confirms_rejects_adds_a_box_and_exports_coco(live_server, br
         == "pmr-rejected"
     page.screenshot(path=str(ARTIFACTS / "02-after-review.png"), full_page=True)
 
-    page.goto(f"{live_server.url}/admin/detection/job/")
+    page.goto(f"{live_server.url}/admin/jobs/job/")
     page.check(f"input[name=_selected_action][value='{reviewed_job.pk}']")
     page.select_option("select[name=action]", "export_coco")
     with page.expect_download() as download:
@@ -135,7 +136,7 @@ def test_a_video_job_page_has_a_timeline_that_chooses_the_frame(live_server, bro
     job_id = api.post("/api/detect/video", {"video": ContentFile(clip, name="street.mp4"),
                                             "annotate": "true"}, format="multipart").json()["id"]
     page = browser_page
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/detection/job/{job_id}/change/")
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/jobs/job/{job_id}/change/")
     page.fill("#id_username", "reviewer")
     page.fill("#id_password", "review-pass-123")
     page.click("input[type=submit]")

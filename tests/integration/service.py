@@ -110,7 +110,7 @@ class Service:
                "SECRET_KEY": f"integration-{run_id}", "PMR_QUEUE_PREFIX": f"it{run_id}-",
                "WORKER_HEARTBEAT_SECONDS": "1", "WORKER_STALE_SECONDS": "4",
                "VIDEO_LEASE_SECONDS": "4", "WATCHDOG_SECONDS": "1",
-               "WEBHOOK_BACKOFF_SECONDS": "0.2", "WEBHOOK_ALLOW_PRIVATE": "true",
+               "WEBHOOK_BACKOFF_SECONDS": "1", "WEBHOOK_ALLOW_PRIVATE": "true",
                # Tests poll jobs from several threads at once; the per-user rate limit's
                # own tests set it low themselves.
                "THROTTLE_USER_RATE": "100000/minute",

@@ -23,7 +23,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from deepstack.core import DeepstackException, DeepstackObject
 
-from detection.engine.labels import coco_name, rekognition_name
+from engine.labels import coco_name, rekognition_name
 from tests.integration.service import Service
 
 pytestmark = pytest.mark.integration

@@ -44,7 +44,7 @@ def bikes_job(service, videos_dir):
 
 
 def test_every_frame_has_what_the_engine_finds_on_it(service, bikes_job, videos_dir):
-    from detection.inference import get_detector
+    from jobs.inference import get_detector
 
     assert bikes_job["status"] == "succeeded", bikes_job["error"]
     assert bikes_job["progress"]["frames_done"] == 250 == bikes_job["video"]["frames"]
@@ -218,7 +218,7 @@ def _admin(service) -> requests.Session:
 
 
 def _review(session: requests.Session, service, job_id: str, **fields) -> requests.Response:
-    answer = session.post(f"{service.base_url}/admin/detection/job/{job_id}/review",
+    answer = session.post(f"{service.base_url}/admin/jobs/job/{job_id}/review",
                           data={**fields, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
                           timeout=60)
     assert answer.status_code == 200, answer.text[:500]  # the job's page, after the redirect
@@ -246,7 +246,7 @@ def test_an_admin_re_run_and_render_are_done_by_a_real_worker(service, darknet_d
 
     video = service.wait_job(service.post_video(
         videos_dir / "intel_people-detection_from_gif.mp4").headers["Location"])
-    admin_file = f"{service.base_url}/admin/detection/job/{video['id']}/annotated"
+    admin_file = f"{service.base_url}/admin/jobs/job/{video['id']}/annotated"
     assert session.get(admin_file, timeout=30).status_code == 404  # not rendered yet
     page = _review(session, service, video["id"], action="annotate")
     assert "being rendered" in page.text

@@ -1,0 +1,27 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from engine import MODELS, model_info
+from engine.fetch import FetchError, fetch_model
+
+
+class Command(BaseCommand):
+    help = ("Download a model's cfg, class names and weights into WEIGHTS_DIR and verify them "
+            "(sha256). Does nothing when they are already there and valid.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", choices=sorted(MODELS), default=None,
+                            help="model to fetch (default: DETECTOR_MODEL, now %(default)s)")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def handle(self, *args, model=None, quiet=False, **options):
+        name = model or settings.DETECTOR_MODEL
+        info = model_info(name)
+        try:
+            result = fetch_model(info, settings.WEIGHTS_DIR, progress=not quiet,
+                                 log=lambda line: self.stderr.write(line))
+        except FetchError as exc:
+            raise CommandError(str(exc)) from exc
+        verb = "downloaded from " + result.source if result.downloaded else result.source
+        self.stdout.write(f"{name}: {verb}; sha256 {info.weights_sha256} verified; files in "
+                          f"{result.paths.weights.parent}")

@@ -1,0 +1,34 @@
+"""The tables taken over from the detection app get this app's names (rows kept), and so do
+their content types (the admin's history and the users' permissions with them)."""
+
+from django.db import migrations
+
+MODELS = ("job", "detection", "workerheartbeat",)
+
+
+def content_types_follow(apps, schema_editor, old="detection", new="jobs"):
+    content_type = apps.get_model("contenttypes", "ContentType")
+    for model in MODELS:
+        if content_type.objects.filter(app_label=new, model=model).exists():
+            continue  # a new database: made for this app already
+        content_type.objects.filter(app_label=old, model=model).update(app_label=new)
+
+
+def content_types_go_back(apps, schema_editor):
+    content_types_follow(apps, schema_editor, old="jobs", new="detection")
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("jobs", "0001_initial"),
+        ("detection", "0006_models_moved_to_jobs_and_review"),
+        ("contenttypes", "0002_remove_content_type_name"),
+    ]
+
+    operations = [
+        migrations.AlterModelTable(name="job", table=None),
+        migrations.AlterModelTable(name="detection", table=None),
+        migrations.AlterModelTable(name="workerheartbeat", table=None),
+        migrations.RunPython(content_types_follow, content_types_go_back),
+    ]

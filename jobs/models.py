@@ -1,0 +1,160 @@
+"""Jobs (one per image or video submitted), the detections they produced, and the live
+workers that run them."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Job(models.Model):
+    class Kind(models.TextChoices):
+        IMAGE = "image"
+        VIDEO = "video"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.CASCADE, related_name="jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    params = models.JSONField(default=dict, help_text="the detection parameters used")
+    model_name = models.CharField(max_length=64)
+    model_sha256 = models.CharField(max_length=64, blank=True)
+
+    input_file = models.FileField(max_length=255, blank=True)
+    original_filename = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    file_size = models.BigIntegerField(default=0)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+
+    queue_ms = models.FloatField(null=True, blank=True)
+    inference_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+    batch_size = models.PositiveIntegerField(null=True, blank=True,
+                                             help_text="images in the forward pass")
+    worker = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="runs started")
+
+    # Videos: what the container says, and how far processing got.
+    fps = models.FloatField(null=True, blank=True)
+    frame_count = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    codec = models.CharField(max_length=16, blank=True,
+                             help_text="videos: the stream's codec, as FFmpeg names it")
+    frames_total = models.PositiveIntegerField(null=True, blank=True,
+                                               help_text="frames to process (after stride)")
+    frames_done = models.PositiveIntegerField(default=0)
+    processing_ms = models.FloatField(default=0, help_text="time spent processing frames")
+    lease_expires = models.DateTimeField(
+        null=True, blank=True, help_text="images: by when it must be started (once started: "
+        "by when its worker must renew it) before the watchdog requeues it")
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    callback_url = models.URLField(max_length=2000, blank=True)
+    base_url = models.CharField(max_length=500, blank=True,
+                                help_text="the API's address as the submitter saw it: the "
+                                          "absolute URLs in the webhook's body")
+    webhook_log = models.JSONField(default=list, blank=True)
+    annotated_file = models.FileField(max_length=255, blank=True)
+    annotation_requested_at = models.DateTimeField(null=True, blank=True)
+
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+
+    # Review (the admin dashboard): marked reviewed by whom, and re-runs of this job.
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="reruns", help_text="the job this one re-runs")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
+            models.Index(fields=["owner", "kind", "status"], name="job_owner_kind_status"),
+            models.Index(fields=["status", "created_at"], name="job_status_created"),
+            models.Index(fields=["status", "lease_expires"], name="job_status_lease"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "idempotency_key"],
+                                    condition=~models.Q(idempotency_key=""),
+                                    name="job_owner_idempotency_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class Detection(models.Model):
+    """One (box, class) the model found; review fields sit beside, never over, it."""
+
+    class Review(models.TextChoices):
+        UNREVIEWED = "unreviewed"
+        CONFIRMED = "confirmed"
+        REJECTED = "rejected"
+        RELABELLED = "relabelled"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="detections")
+    frame_index = models.PositiveIntegerField(default=0)
+    timestamp_ms = models.PositiveBigIntegerField(default=0)
+    class_id = models.PositiveSmallIntegerField()
+    label = models.CharField(max_length=64)
+    confidence = models.FloatField()
+    x1 = models.FloatField()
+    y1 = models.FloatField()
+    x2 = models.FloatField()
+    y2 = models.FloatField()
+
+    review_status = models.CharField(max_length=16, choices=Review.choices,
+                                     default=Review.UNREVIEWED)
+    review_label = models.CharField(max_length=64, blank=True, help_text="when relabelled")
+    review_class_id = models.PositiveSmallIntegerField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("job", "frame_index", "-confidence", "id")
+        indexes = [
+            models.Index(fields=["job", "frame_index", "-confidence"], name="det_job_frame"),
+            models.Index(fields=["job", "label", "frame_index"], name="det_job_label_frame"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} {self.confidence:.2f} @ frame {self.frame_index}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A live Celery worker, as it last reported itself (for /readyz and the admin)."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    pid = models.PositiveIntegerField()
+    device = models.CharField(max_length=64)
+    model_name = models.CharField(max_length=64)
+    precision = models.CharField(max_length=8)
+    queues = models.CharField(max_length=255, blank=True)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.hostname} ({self.device})"

@@ -1,0 +1,141 @@
+"""Reads: the jobs and detections a caller may see, a video job's summary and presence
+segments, and the service's throughput."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Avg, Count, Max, Min, QuerySet, Sum
+from django.http import Http404
+
+from jobs.frames import FrameSelection
+from jobs.models import Detection, Job, WorkerHeartbeat
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """What the jobs that finished since a moment say about the service's speed."""
+
+    images_done: int
+    image_inference_ms: float | None  # mean, succeeded image jobs
+    image_total_ms: float | None  # mean submit-to-result
+    video_frames_per_second: float | None  # frames processed / processing time, all videos
+
+
+def throughput(*, since: datetime) -> Throughput:
+    images = Job.objects.filter(kind=Job.Kind.IMAGE, status=Job.Status.SUCCEEDED,
+                                finished_at__gte=since).aggregate(
+        inference=Avg("inference_ms"), total=Avg("total_ms"), n=Count("id"))
+    videos = Job.objects.filter(kind=Job.Kind.VIDEO, finished_at__gte=since).aggregate(
+        frames=Sum("frames_done"), ms=Sum("processing_ms"))
+    fps = videos["frames"] / (videos["ms"] / 1000) if videos["frames"] and videos["ms"] else None
+    return Throughput(images_done=images["n"], image_inference_ms=images["inference"],
+                      image_total_ms=images["total"], video_frames_per_second=fps)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """The deployment now, as /metrics and the dashboard's overview show it."""
+
+    jobs: dict[tuple[str, str], int]  # (kind, status) -> jobs
+    live_workers: list[WorkerHeartbeat]
+    recent: Throughput
+
+    def count(self, *, kind: str | None = None, status: str | None = None) -> int:
+        return sum(n for (k, st), n in self.jobs.items()
+                   if kind in (None, k) and status in (None, st))
+
+
+def service_state(*, now: datetime, recent: timedelta) -> ServiceState:
+    """Jobs by kind and status, the workers with a recent heartbeat, and the throughput of
+    the jobs finished within ``recent``."""
+    rows = Job.objects.values("kind", "status").annotate(n=Count("id")).order_by()
+    stale = now - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    return ServiceState(
+        jobs={(row["kind"], row["status"]): row["n"] for row in rows},
+        live_workers=list(WorkerHeartbeat.objects.filter(last_seen__gte=stale)
+                          .order_by("hostname")),
+        recent=throughput(since=now - recent))
+
+
+def jobs_visible_to(user) -> QuerySet[Job]:
+    """A user's own jobs; anonymous callers (when allowed) share the owner-less ones."""
+    if user is None or not user.is_authenticated:
+        return Job.objects.filter(owner__isnull=True)
+    return Job.objects.filter(owner=user)
+
+
+def job_list(*, user) -> QuerySet[Job]:
+    """The caller's jobs, newest first (filtered by ``jobs.filters.JobFilter``)."""
+    return jobs_visible_to(user).annotate(detection_count=Count("detections")).order_by(
+        "-created_at")
+
+
+def job_get(*, user, job_id) -> Job:
+    """The job, if the user may see it; another user's job is a 404, like a missing one."""
+    job = jobs_visible_to(user).filter(pk=job_id).first()
+    if job is None:
+        raise Http404("no such job")
+    return job
+
+
+def job_detections(*, job: Job) -> QuerySet[Detection]:
+    """A job's detections, by frame then confidence (filtered by ``jobs.filters``)."""
+    return Detection.objects.filter(job=job).order_by("frame_index", "-confidence", "id")
+
+
+def selection_for(job: Job) -> FrameSelection:
+    """The frames a video job processes, from its parameters."""
+    return FrameSelection(fps=job.fps or 25, stride=job.params.get("frame_stride") or 1,
+                          sample_fps=job.params.get("sample_fps"))
+
+
+def frame_interval_ms(job: Job) -> float:
+    """Milliseconds between the job's processed frames (frame_stride or sample_fps)."""
+    return selection_for(job).interval_ms
+
+
+def default_gap_ms(job: Job) -> int:
+    """Segments: absences shorter than two processed frames do not split a presence."""
+    return round(2 * frame_interval_ms(job))
+
+
+def label_summary(*, job: Job) -> list[dict]:
+    """Per label: count, best confidence, first and last timestamp; most frequent first."""
+    rows = (Detection.objects.filter(job=job).values("label")
+            .annotate(count=Count("id"), max_confidence=Max("confidence"),
+                      first_ms=Min("timestamp_ms"), last_ms=Max("timestamp_ms"))
+            .order_by("-count", "label"))
+    return [{"label": r["label"], "count": r["count"],
+             "max_confidence": round(r["max_confidence"], 6), "first_ms": r["first_ms"],
+             "last_ms": r["last_ms"]} for r in rows]
+
+
+def label_segments(*, detections: QuerySet[Detection], gap_ms: int) -> list[dict]:
+    """Per label, the intervals [start_ms, end_ms] in which it is present.
+
+    Consecutive frames where the label is detected belong to one segment while the time
+    between them is at most ``gap_ms`` (the gap tolerance): like Rekognition's SEGMENTS
+    aggregation, short misses do not split a segment. ``detections``: a job's, filtered.
+    """
+    presence = (detections.values("label", "timestamp_ms").annotate(best=Max("confidence"),
+                                                              instances=Count("id"))
+                .order_by("label", "timestamp_ms"))
+    segments: list[dict] = []
+    current: dict | None = None
+    for row in presence.iterator(chunk_size=10_000):
+        if current and row["label"] == current["label"] and \
+                row["timestamp_ms"] - current["end_ms"] <= gap_ms:
+            current["end_ms"] = row["timestamp_ms"]
+            current["frames"] += 1
+            current["max_confidence"] = max(current["max_confidence"], row["best"])
+            continue
+        current = {"label": row["label"], "start_ms": row["timestamp_ms"],
+                   "end_ms": row["timestamp_ms"], "frames": 1, "max_confidence": row["best"]}
+        segments.append(current)
+    for segment in segments:
+        segment["duration_ms"] = segment["end_ms"] - segment["start_ms"]
+        segment["max_confidence"] = round(segment["max_confidence"], 6)
+    return sorted(segments, key=lambda s: (s["start_ms"], s["label"]))

@@ -1,0 +1,290 @@
+"""The job API's shapes: the detection parameters every kind takes, and jobs, detections and
+their parts as the API gives them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from engine import Detection as EngineDetection
+from jobs.catalog import class_names
+from jobs.models import Detection, Job
+from jobs.selectors import label_summary
+
+
+class StrictSerializer(serializers.Serializer):
+    """Unknown fields are an error, so that a misspelt parameter is never ignored."""
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(getattr(data, "keys", dict)()) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: "unknown parameter" for name in unknown})
+        return super().to_internal_value(data)
+
+
+class DetectParamsSerializer(StrictSerializer):
+    min_confidence = serializers.FloatField(required=False, default=0.25, min_value=0.0,
+                                            max_value=0.999)
+    iou_threshold = serializers.FloatField(required=False, default=0.45, min_value=0.01,
+                                           max_value=1.0)
+    classes = serializers.CharField(
+        required=False, allow_blank=True, default="",
+        help_text="comma-separated class names to keep, e.g. person,car (default: all)")
+    max_detections = serializers.IntegerField(required=False, default=100, min_value=1,
+                                              max_value=10_000)
+
+    def validate_classes(self, value: str) -> list[str] | None:
+        wanted = [item.strip() for item in value.split(",") if item.strip()]
+        if not wanted:
+            return None
+        known = class_names(settings.DETECTOR_MODEL)
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise serializers.ValidationError(
+                f"unknown classes: {', '.join(unknown)} (known: {', '.join(known)})")
+        return sorted(set(wanted), key=known.index)
+
+
+class BoxSerializer(serializers.Serializer):
+    x1 = serializers.FloatField()
+    y1 = serializers.FloatField()
+    x2 = serializers.FloatField()
+    y2 = serializers.FloatField()
+
+
+class DetectionOutputSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    class_id = serializers.IntegerField()
+    confidence = serializers.FloatField()
+    box = BoxSerializer()
+
+
+class DetectionRowSerializer(serializers.Serializer):
+    frame_index = serializers.IntegerField()
+    timestamp_ms = serializers.IntegerField()
+    label = serializers.CharField()
+    class_id = serializers.IntegerField()
+    confidence = serializers.SerializerMethodField()
+    box = serializers.SerializerMethodField()
+
+    def get_confidence(self, row) -> float:
+        return round(row.confidence, 6)
+
+    @extend_schema_field(BoxSerializer())
+    def get_box(self, row) -> dict:
+        return {"x1": round(row.x1, 2), "y1": round(row.y1, 2), "x2": round(row.x2, 2),
+                "y2": round(row.y2, 2)}
+
+
+class ImageSizeSerializer(serializers.Serializer):
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+
+
+class ModelInfoSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    sha256 = serializers.CharField(allow_null=True)
+
+
+class TimingSerializer(serializers.Serializer):
+    queue_ms = serializers.FloatField(allow_null=True)
+    inference_ms = serializers.FloatField(allow_null=True)
+    total_ms = serializers.FloatField(allow_null=True)
+    batch_size = serializers.IntegerField(allow_null=True)
+    processing_ms = serializers.FloatField(required=False, help_text="videos")
+    frames_per_second = serializers.FloatField(required=False, allow_null=True,
+                                               help_text="videos: processing speed")
+
+
+class ErrorInfoSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+def detection_dict(row: Detection) -> dict:
+    """The same shape, and rounding, as `manage.py detect` prints."""
+    return EngineDetection(row.class_id, row.label, row.confidence, row.x1, row.y1, row.x2,
+                           row.y2).as_dict()
+
+
+class VideoInfoSerializer(serializers.Serializer):
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    fps = serializers.FloatField()
+    frames = serializers.IntegerField()
+    duration_ms = serializers.IntegerField()
+
+
+class ProgressSerializer(serializers.Serializer):
+    frames_done = serializers.IntegerField()
+    frames_total = serializers.IntegerField(allow_null=True)
+    percent = serializers.FloatField(allow_null=True)
+
+
+class LabelSummarySerializer(serializers.Serializer):
+    label = serializers.CharField()
+    count = serializers.IntegerField()
+    max_confidence = serializers.FloatField()
+    first_ms = serializers.IntegerField()
+    last_ms = serializers.IntegerField()
+
+
+class VideoPartSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    start_frame = serializers.IntegerField()
+    end_frame = serializers.IntegerField(allow_null=True)
+    status = serializers.CharField()
+    frames_done = serializers.IntegerField()
+    attempts = serializers.IntegerField()
+    worker = serializers.CharField()
+    requeued_because = serializers.CharField(
+        help_text="why it was last given to a new task: worker_lost (its worker stopped "
+                  "beating), stalled (no batch committed for STALL_SECONDS); empty if never")
+
+
+class WebhookSerializer(serializers.Serializer):
+    url = serializers.URLField()
+    attempts = serializers.ListField(child=serializers.DictField())
+
+
+def _absolute(context: dict, path: str) -> str:
+    """An absolute URL: from the request, else from ``base_url`` (a webhook's body)."""
+    request = context.get("request")
+    if request is not None:
+        return request.build_absolute_uri(path)
+    base = context.get("base_url", "")
+    return f"{base.rstrip('/')}{path}" if base else path
+
+
+class JobSerializer(serializers.ModelSerializer):
+    status_url = serializers.SerializerMethodField()
+    image = serializers.SerializerMethodField()
+    video = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    model = serializers.SerializerMethodField()
+    timing = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = ("id", "kind", "status", "status_url", "created_at", "started_at",
+                  "finished_at", "original_filename", "image", "video", "progress", "model",
+                  "params", "timing", "error")
+
+    @extend_schema_field(serializers.URLField())
+    def get_status_url(self, job: Job) -> str:
+        return _absolute(self.context, reverse("job-detail", args=[job.pk]))
+
+    @extend_schema_field(ImageSizeSerializer(allow_null=True))
+    def get_image(self, job: Job) -> dict | None:
+        if job.kind != Job.Kind.IMAGE:
+            return None
+        return {"width": job.width, "height": job.height}
+
+    @extend_schema_field(VideoInfoSerializer(allow_null=True))
+    def get_video(self, job: Job) -> dict | None:
+        if job.kind != Job.Kind.VIDEO:
+            return None
+        return {"width": job.width, "height": job.height, "fps": job.fps,
+                "frames": job.frame_count, "duration_ms": job.duration_ms}
+
+    @extend_schema_field(ProgressSerializer(allow_null=True))
+    def get_progress(self, job: Job) -> dict | None:
+        if job.kind != Job.Kind.VIDEO:
+            return None
+        total = job.frames_total
+        percent = round(100 * job.frames_done / total, 2) if total else None
+        return {"frames_done": job.frames_done, "frames_total": total, "percent": percent}
+
+    @extend_schema_field(ModelInfoSerializer())
+    def get_model(self, job: Job) -> dict:
+        return {"name": job.model_name, "sha256": job.model_sha256 or None}
+
+    @extend_schema_field(TimingSerializer())
+    def get_timing(self, job: Job) -> dict:
+        timing = {"queue_ms": _round(job.queue_ms), "inference_ms": _round(job.inference_ms),
+                  "total_ms": _round(job.total_ms), "batch_size": job.batch_size}
+        if job.kind == Job.Kind.VIDEO:
+            seconds = job.processing_ms / 1000
+            timing["processing_ms"] = _round(job.processing_ms)
+            timing["frames_per_second"] = (round(job.frames_done / seconds, 2) if seconds
+                                           else None)
+        return timing
+
+    @extend_schema_field(ErrorInfoSerializer(allow_null=True))
+    def get_error(self, job: Job) -> dict | None:
+        if not job.error_code:
+            return None
+        return {"code": job.error_code, "message": job.error_message}
+
+
+class JobListSerializer(JobSerializer):
+    detection_count = serializers.IntegerField(read_only=True)
+
+    class Meta(JobSerializer.Meta):
+        fields = (*JobSerializer.Meta.fields, "detection_count")
+
+
+class JobDetailSerializer(JobSerializer):
+    """A job with its results: an image's detections inline; a video's summary and links."""
+
+    detections = serializers.SerializerMethodField()
+    detections_url = serializers.SerializerMethodField()
+    segments_url = serializers.SerializerMethodField()
+    annotated_url = serializers.SerializerMethodField()
+    summary = serializers.SerializerMethodField()
+    parts = serializers.SerializerMethodField()
+    webhook = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = (*JobSerializer.Meta.fields, "detections", "detections_url", "segments_url",
+                  "annotated_url", "summary", "parts", "webhook")
+
+    @extend_schema_field(DetectionOutputSerializer(many=True, allow_null=True))
+    def get_detections(self, job: Job) -> list[dict] | None:
+        if job.kind != Job.Kind.IMAGE:
+            return None
+        return [detection_dict(row) for row in self.context["detections"]]
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_detections_url(self, job: Job) -> str | None:
+        if job.kind != Job.Kind.VIDEO:
+            return None
+        return _absolute(self.context, reverse("job-detections", args=[job.pk]))
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_segments_url(self, job: Job) -> str | None:
+        if job.kind != Job.Kind.VIDEO:
+            return None
+        return _absolute(self.context, reverse("job-segments", args=[job.pk]))
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_annotated_url(self, job: Job) -> str | None:
+        if job.kind != Job.Kind.VIDEO:
+            return None
+        return _absolute(self.context, reverse("job-annotated", args=[job.pk]))
+
+    @extend_schema_field(LabelSummarySerializer(many=True, allow_null=True))
+    def get_summary(self, job: Job) -> list[dict] | None:
+        if job.kind != Job.Kind.VIDEO:
+            return None
+        return label_summary(job=job)
+
+    @extend_schema_field(VideoPartSerializer(many=True, allow_null=True))
+    def get_parts(self, job: Job) -> list[dict] | None:
+        """A video's frame ranges, processed in parallel by the workers."""
+        if job.kind != Job.Kind.VIDEO:
+            return None
+        return VideoPartSerializer(job.parts.all(), many=True).data
+
+    @extend_schema_field(WebhookSerializer(allow_null=True))
+    def get_webhook(self, job: Job) -> dict | None:
+        if not job.callback_url:
+            return None
+        return {"url": job.callback_url, "attempts": job.webhook_log}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

@@ -1,0 +1,127 @@
+"""Writes common to every kind of job: create, fail, cancel, announce, delete, retention.
+
+Submitting work is per kind (``images.services``, ``videos.services``), and so is running
+it (``images.runner``, ``videos.runner``); both use these.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from core.errors import ApiError
+from jobs import dispatch, notify
+from jobs.models import Job
+from jobs.thumbnails import thumbnail_name
+
+logger = logging.getLogger(__name__)
+
+
+def ms_between(start, end) -> float:
+    return (end - start).total_seconds() * 1000
+
+
+# What a job keeps of its input, copied to a re-run of it.
+MEDIA_FIELDS = ("original_filename", "content_type", "file_size", "width", "height", "fps",
+                "frame_count", "duration_ms", "codec")
+
+
+def job_create(*, kind: str, owner, params: dict, input_file: str, model_name: str = "",
+               job_id: uuid.UUID | None = None, **fields) -> Job:
+    """Create a queued job: the one way every path (API, compatibility layers, re-runs)
+    does, so that each has what the workers and the watchdog need — a lease, by which a
+    job whose message is lost is sent again; the model; the input. ``fields``: the
+    input's facts (MEDIA_FIELDS), ``frames_total``, ``callback_url``, ``parent``..."""
+    return Job.objects.create(
+        id=job_id or uuid.uuid4(), kind=kind, owner=owner, params=params,
+        model_name=model_name or settings.DETECTOR_MODEL, input_file=input_file,
+        lease_expires=timezone.now() + timedelta(seconds=settings.QUEUE_STALE_SECONDS),
+        **fields)
+
+
+def queue_unavailable(exc: Exception) -> ApiError:
+    """The client's answer when work cannot be sent: try again shortly."""
+    return ApiError("queue_unavailable", "the job queue cannot be reached; try again shortly",
+                    status_code=503, details={"retry_after_s": 5})
+
+
+def job_fail(*, job: Job, code: str, message: str) -> None:
+    """Fail a job that has not finished; its waiters and its webhook are told."""
+    finished = timezone.now()
+    failed = Job.objects.filter(pk=job.pk).exclude(status__in=Job.FINISHED).update(
+        status=Job.Status.FAILED, error_code=code, error_message=message[:2000],
+        finished_at=finished, total_ms=ms_between(job.created_at, finished))
+    now_failed = Job.objects.filter(pk=job.pk).first() if failed else None
+    if now_failed is not None:
+        announce(now_failed)
+    else:
+        notify.job_finished(job.pk)
+
+
+def announce(job: Job) -> None:
+    """A job finished: wake whoever waits for it, and send its webhook."""
+    notify.job_finished(job.pk)
+    if job.callback_url:
+        dispatch.send_on_commit(dispatch.SEND_WEBHOOK, [(str(job.pk),)])
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Stop a queued or running job; its workers notice at their next batch."""
+    cancelled = Job.objects.filter(
+        pk=job.pk, status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).update(
+        status=Job.Status.CANCELLED, finished_at=timezone.now())
+    job.refresh_from_db()
+    if cancelled:
+        announce(job)  # its webhook too: job.cancelled
+    else:
+        notify.job_finished(job.pk)
+    return job
+
+
+def job_delete(*, job: Job) -> None:
+    """Remove a job, its detections and its files (a running job's worker stops)."""
+    Job.objects.filter(pk=job.pk).exclude(status__in=Job.FINISHED).update(
+        status=Job.Status.CANCELLED)
+    delete_input(job)
+    _delete_file(job.annotated_file.name if job.annotated_file else "")
+    _delete_file(thumbnail_name(job))
+    job.delete()
+
+
+def delete_input(job: Job) -> None:
+    _delete_file(job.input_file.name if job.input_file else "")
+
+
+def _delete_file(name: str) -> None:
+    if name:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.warning("could not delete %s", name, exc_info=True)
+
+
+def retention_apply(*, now=None) -> dict:
+    """Delete what is past its time-to-live (see RETENTION_* settings); return counts."""
+    now = now or timezone.now()
+    counts = {"media_deleted": 0, "jobs_deleted": 0}
+    if settings.RETENTION_JOBS_DAYS:
+        cutoff = now - timedelta(days=settings.RETENTION_JOBS_DAYS)
+        for job in Job.objects.filter(status__in=Job.FINISHED, finished_at__lt=cutoff).iterator():
+            job_delete(job=job)
+            counts["jobs_deleted"] += 1
+    if settings.RETENTION_MEDIA_DAYS:
+        cutoff = now - timedelta(days=settings.RETENTION_MEDIA_DAYS)
+        expired = Job.objects.filter(status__in=Job.FINISHED, finished_at__lt=cutoff).exclude(
+            input_file="", annotated_file="")
+        for job in expired.iterator():
+            delete_input(job)
+            _delete_file(job.annotated_file.name if job.annotated_file else "")
+            _delete_file(thumbnail_name(job))
+            Job.objects.filter(pk=job.pk).update(input_file="", annotated_file="")
+            counts["media_deleted"] += 1
+    return counts

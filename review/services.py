@@ -1,0 +1,236 @@
+"""Review services: confirm, reject, relabel, add boxes, mark reviewed, re-run, export.
+
+The model's output is never changed: a review writes the review fields beside a
+detection (status, label, who, when) and appends a ReviewEvent; boxes the model missed
+are AddedBox rows. An export takes exactly the reviewed boxes: confirmed and relabelled
+detections and added boxes, not rejected or unreviewed ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import cv2
+from django.core.files.base import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import ApiError
+from core.storage import local_or_url
+from jobs import dispatch
+from jobs.catalog import class_names
+from jobs.models import Detection, Job
+from jobs.selectors import selection_for
+from jobs.services import MEDIA_FIELDS, job_create
+from jobs.uploads import stored_name
+from review.models import AddedBox, ReviewEvent
+from videos.pipeline import read_frame
+from videos.services import queue_parts
+
+REVIEW_ACTIONS = ("confirm", "reject", "relabel", "reset")
+
+
+def _class_id(job: Job, label: str) -> int:
+    names = class_names(job.model_name)
+    if label not in names:
+        raise ApiError("invalid_parameters", f"unknown label {label!r}",
+                       details={"label": "one of the model's classes"})
+    return names.index(label)
+
+
+@transaction.atomic
+def detection_review(*, detection: Detection, user, action: str,
+                     label: str | None = None) -> Detection:
+    """Set a detection's review state; the original label, score and box stay as they are."""
+    if action not in REVIEW_ACTIONS:
+        raise ApiError("invalid_parameters", f"unknown review action {action!r}")
+    before = {"status": detection.review_status, "label": detection.review_label or None}
+    review_label, review_class = "", None
+    status = {"confirm": Detection.Review.CONFIRMED, "reject": Detection.Review.REJECTED,
+              "relabel": Detection.Review.RELABELLED,
+              "reset": Detection.Review.UNREVIEWED}[action]
+    if action == "relabel":
+        if not label:
+            raise ApiError("invalid_parameters", "relabel needs a label")
+        review_class = _class_id(detection.job, label)
+        review_label = label
+    now = timezone.now()
+    reviewer = user if action != "reset" else None
+    Detection.objects.filter(pk=detection.pk).update(
+        review_status=status, review_label=review_label, review_class_id=review_class,
+        reviewed_by=reviewer, reviewed_at=now if reviewer else None)
+    ReviewEvent.objects.create(job_id=detection.job_id, detection=detection, action=action,
+                               user=user, details={"before": before, "after": {
+                                   "status": status, "label": review_label or None}})
+    detection.refresh_from_db()
+    return detection
+
+
+@transaction.atomic
+def box_add(*, job: Job, user, label: str, x1: float, y1: float, x2: float, y2: float,
+            frame_index: int = 0) -> AddedBox:
+    """Add a box the model missed (in image pixels; clipped to the frame)."""
+    width, height = job.width or 0, job.height or 0
+    x1, x2 = sorted((max(0.0, min(x1, width)), max(0.0, min(x2, width))))
+    y1, y2 = sorted((max(0.0, min(y1, height)), max(0.0, min(y2, height))))
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        raise ApiError("invalid_parameters", "the box is empty (or outside the image)")
+    if job.kind == Job.Kind.VIDEO and job.frame_count and not 0 <= frame_index < job.frame_count:
+        raise ApiError("invalid_parameters", f"frame {frame_index} is not in the video")
+    timestamp = round(frame_index * 1000 / job.fps) if job.fps else 0
+    box = AddedBox.objects.create(job=job, frame_index=frame_index, timestamp_ms=timestamp,
+                                  class_id=_class_id(job, label), label=label, x1=x1, y1=y1,
+                                  x2=x2, y2=y2, created_by=user)
+    ReviewEvent.objects.create(job=job, added_box=box, action=ReviewEvent.Action.ADD_BOX,
+                               user=user, details={"label": label, "frame_index": frame_index,
+                                                   "box": [x1, y1, x2, y2]})
+    return box
+
+
+@transaction.atomic
+def box_remove(*, box: AddedBox, user) -> None:
+    AddedBox.objects.filter(pk=box.pk, removed_at__isnull=True).update(removed_at=timezone.now())
+    ReviewEvent.objects.create(job_id=box.job_id, added_box=box,
+                               action=ReviewEvent.Action.REMOVE_BOX, user=user,
+                               details={"label": box.label})
+
+
+@transaction.atomic
+def job_mark_reviewed(*, job: Job, user) -> None:
+    Job.objects.filter(pk=job.pk).update(reviewed_at=timezone.now(), reviewed_by=user)
+    ReviewEvent.objects.create(job=job, action=ReviewEvent.Action.MARK_REVIEWED, user=user)
+
+
+def job_rerun(*, job: Job, user, model_name: str | None = None,
+              min_confidence: float | None = None, iou_threshold: float | None = None) -> Job:
+    """A new job on the same input with other settings, linked to this one."""
+    if not job.input_file:
+        raise ApiError("no_input", "the job's input file is gone")
+    params = dict(job.params)
+    if min_confidence is not None:
+        params["min_confidence"] = min_confidence
+    if iou_threshold is not None:
+        params["iou_threshold"] = iou_threshold
+    model = model_name or job.model_name
+    class_names(model)  # the model must be installed here
+    extension = PurePosixPath(job.input_file.name).suffix.lstrip(".")
+    with default_storage.open(job.input_file.name, "rb") as stream:
+        name = default_storage.save(stored_name(f"{job.kind}s", extension), File(stream))
+    with transaction.atomic():
+        rerun = job_create(
+            kind=job.kind, owner=job.owner, params=params, model_name=model, input_file=name,
+            parent=job, frames_total=selection_for(job).count(job.frame_count or 0)
+            if job.kind == Job.Kind.VIDEO else None,
+            **{field: getattr(job, field) for field in MEDIA_FIELDS})
+        ReviewEvent.objects.create(job=job, action=ReviewEvent.Action.RERUN, user=user,
+                                   details={"rerun": str(rerun.pk), "model": model,
+                                            "params": params})
+        if job.kind == Job.Kind.IMAGE:
+            # A broker that cannot be reached leaves it to the watchdog (its lease lapses).
+            dispatch.send_on_commit(dispatch.DETECT_IMAGE, [(str(rerun.pk),)])
+        else:
+            queue_parts(rerun, selection_for(rerun))
+    return rerun
+
+
+# --- Export ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReviewedBox:
+    frame_index: int
+    class_id: int
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+def reviewed_boxes(job: Job) -> list[ReviewedBox]:
+    """Confirmed and relabelled detections (with the reviewer's label) and added boxes."""
+    boxes = []
+    kept = (Detection.objects.filter(job=job, review_status__in=(
+        Detection.Review.CONFIRMED, Detection.Review.RELABELLED)).order_by("frame_index", "id"))
+    for d in kept:
+        class_id, label = d.class_id, d.label
+        if d.review_status == Detection.Review.RELABELLED and d.review_class_id is not None:
+            class_id, label = d.review_class_id, d.review_label
+        boxes.append(ReviewedBox(d.frame_index, class_id, label, d.x1, d.y1, d.x2, d.y2))
+    for b in AddedBox.objects.filter(job=job, removed_at__isnull=True):
+        boxes.append(ReviewedBox(b.frame_index, b.class_id, b.label, b.x1, b.y1, b.x2, b.y2))
+    return boxes
+
+
+def frame_jpeg(job: Job, frame_index: int) -> bytes:
+    """A video job's source frame, as a JPEG (the dashboard shows it, exports hold it)."""
+    with local_or_url(job.input_file.name) as source:
+        frame = read_frame(source, frame_index)
+    if frame is None:
+        raise ApiError("frame_unreadable", f"frame {frame_index} of job {job.pk} cannot be read")
+    return cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+
+
+def export_dataset(*, jobs: Iterable[Job], fmt: str) -> bytes:
+    """A zip with the jobs' images (video frames that have reviewed boxes) and their
+    reviewed boxes, as COCO (annotations.json) or YOLO (labels/*.txt, classes.txt)."""
+    if fmt not in ("coco", "yolo"):
+        raise ValueError(fmt)
+    jobs = [job for job in jobs if job.input_file]
+    names = list(class_names(jobs[0].model_name)) if jobs else []
+    coco: dict = {"info": {"description": "PMR reviewed detections",
+                           "date_created": timezone.now().isoformat()},
+                  "images": [], "annotations": [],
+                  "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for job in jobs:
+            boxes = reviewed_boxes(job)
+            frames: dict[int, list[ReviewedBox]] = {}
+            for box in boxes:
+                frames.setdefault(box.frame_index, []).append(box)
+            if job.kind == Job.Kind.IMAGE:
+                frames.setdefault(0, [])  # a reviewed image with nothing in it is still data
+            for frame_index, frame_boxes in sorted(frames.items()):
+                if job.kind == Job.Kind.IMAGE:
+                    extension = PurePosixPath(job.input_file.name).suffix
+                    stem = str(job.pk)
+                    with default_storage.open(job.input_file.name, "rb") as stream:
+                        data = stream.read()
+                else:
+                    extension, stem = ".jpg", f"{job.pk}_frame{frame_index:07d}"
+                    data = frame_jpeg(job, frame_index)
+                file_name = f"{stem}{extension}"
+                archive.writestr(f"images/{file_name}", data)
+                image_id = len(coco["images"]) + 1
+                coco["images"].append({"id": image_id, "file_name": file_name,
+                                       "width": job.width, "height": job.height,
+                                       "pmr_job": str(job.pk), "frame_index": frame_index})
+                lines = []
+                image_width, image_height = job.width or 1, job.height or 1
+                for box in frame_boxes:
+                    width, height = box.x2 - box.x1, box.y2 - box.y1
+                    coco["annotations"].append({
+                        "id": len(coco["annotations"]) + 1, "image_id": image_id,
+                        "category_id": box.class_id + 1, "iscrowd": 0,
+                        "bbox": [round(box.x1, 2), round(box.y1, 2), round(width, 2),
+                                 round(height, 2)], "area": round(width * height, 2)})
+                    lines.append(f"{box.class_id} {(box.x1 + width / 2) / image_width:.6f} "
+                                 f"{(box.y1 + height / 2) / image_height:.6f} "
+                                 f"{width / image_width:.6f} {height / image_height:.6f}")
+                if fmt == "yolo":
+                    archive.writestr(f"labels/{stem}.txt", "\n".join(lines) + ("\n" if lines
+                                                                               else ""))
+        if fmt == "coco":
+            archive.writestr("annotations.json", json.dumps(coco, indent=1))
+        else:
+            archive.writestr("classes.txt", "\n".join(names) + "\n")
+            archive.writestr("data.yaml", "path: .\ntrain: images\nval: images\n"
+                             f"nc: {len(names)}\nnames: {json.dumps(names)}\n")
+    return buffer.getvalue()
