@@ -57,11 +57,9 @@ def image_job_submit(*, owner, upload: UploadedFile, params: dict,
     except Exception:
         default_storage.delete(name)
         raise
-    try:
-        dispatch.send(dispatch.DETECT_IMAGE, str(job.id))
-    except dispatch.BROKER_ERRORS as exc:
+    if not dispatch.send(dispatch.DETECT_IMAGE, str(job.id)):
         job_delete(job=job)  # the client is told; nothing is kept
-        raise queue_unavailable(exc) from exc
+        raise queue_unavailable()
     return job
 
 
@@ -99,9 +97,7 @@ def requeue_stalled_images(*, now=None) -> list[str]:
         # Back in the queue: not started, so that the message sent now may start it.
         if Job.objects.filter(pk=pk, status__in=unfinished, lease_expires=expires).update(
                 status=Job.Status.QUEUED, lease_expires=again, started_at=None):
-            try:
-                dispatch.send(dispatch.DETECT_IMAGE, str(pk))
-            except dispatch.BROKER_ERRORS:
+            if not dispatch.send(dispatch.DETECT_IMAGE, str(pk)):
                 Job.objects.filter(pk=pk).update(lease_expires=now)  # next tick, again
                 break
             requeued.append(str(pk))

@@ -2,9 +2,10 @@
 
 Tasks are sent by name, so that what sends them (web views, services, the watchdog)
 never imports the tasks or what the tasks run — the detector, and with it PyTorch — and
-services and tasks do not import each other. A broker that cannot be reached raises one
-of ``BROKER_ERRORS`` from :func:`send`; :func:`send_on_commit` logs it and hands it to
-the caller's ``on_error``, if any (e.g. to leave the work to the watchdog sooner).
+services and tasks do not import each other. A broker that cannot be reached is handled
+here, once: the failure is logged and :func:`send` answers False (what to do then is the
+caller's: tell the client, or leave the work to the watchdog's next tick);
+:func:`send_on_commit` hands it to the caller's ``on_error``, if any.
 
 With ``task_always_eager`` (the unit tests), a task runs in this process, as
 ``Task.delay`` would run it.
@@ -33,13 +34,19 @@ ANNOTATE_VIDEO = "videos.annotate_video"
 SEND_WEBHOOK = "videos.send_webhook"
 
 
-def send(name: str, *args, countdown: float | None = None) -> None:
-    """Send one task now (raises one of BROKER_ERRORS if the broker is unreachable)."""
-    send_many(name, [args], countdown=countdown)
+def send(name: str, *args, countdown: float | None = None) -> bool:
+    """Send one task now; False if the broker cannot be reached (logged)."""
+    try:
+        send_many(name, [args], countdown=countdown)
+    except BROKER_ERRORS as exc:
+        logger.warning("%s %s not sent: the broker is unreachable (%s)", name, args, exc)
+        return False
+    return True
 
 
 def send_many(name: str, calls: Iterable[tuple], *, countdown: float | None = None) -> None:
-    """Send the task once per argument tuple, over one broker connection."""
+    """Send the task once per argument tuple, over one broker connection (raises one of
+    BROKER_ERRORS if the broker cannot be reached)."""
     if app.conf.task_always_eager:
         if name not in app.tasks:
             app.loader.import_default_modules()  # registers the tasks, as a worker's start

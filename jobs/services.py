@@ -44,7 +44,7 @@ def job_create(*, kind: str, owner, params: dict, input_file: str, model_name: s
         **fields)
 
 
-def queue_unavailable(exc: Exception) -> ApiError:
+def queue_unavailable() -> ApiError:
     """The client's answer when work cannot be sent: try again shortly."""
     return ApiError("queue_unavailable", "the job queue cannot be reached; try again shortly",
                     status_code=503, details={"retry_after_s": 5})

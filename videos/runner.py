@@ -99,12 +99,10 @@ def _defer(job_id: str, index: int) -> bool:
         status__in=(VideoPart.Status.QUEUED, VideoPart.Status.RUNNING),
         job__status__in=(Job.Status.QUEUED, Job.Status.RUNNING),
     ).update(lease_expires=now + timedelta(seconds=settings.QUEUE_STALE_SECONDS))
-    if kept:
-        try:
-            dispatch.send(dispatch.PROCESS_VIDEO_PART, job_id, index, countdown=DEFER_SECONDS)
-        except dispatch.BROKER_ERRORS:
-            VideoPart.objects.filter(job_id=job_id, index=index,
-                                     lease_owner="").update(lease_expires=now)  # watchdog
+    if kept and not dispatch.send(dispatch.PROCESS_VIDEO_PART, job_id, index,
+                                  countdown=DEFER_SECONDS):
+        VideoPart.objects.filter(job_id=job_id, index=index,
+                                 lease_owner="").update(lease_expires=now)  # watchdog
     return bool(kept)
 
 

@@ -202,12 +202,9 @@ def annotation_request(*, job: Job) -> bool:
     asked = Job.objects.filter(Q(annotation_requested_at__isnull=True)
                                | Q(annotation_requested_at__lt=retry_before),
                                pk=job.pk).update(annotation_requested_at=now)
-    if asked:
-        try:
-            dispatch.send(dispatch.ANNOTATE_VIDEO, str(job.pk))
-        except dispatch.BROKER_ERRORS as exc:
-            Job.objects.filter(pk=job.pk).update(annotation_requested_at=None)
-            raise queue_unavailable(exc) from exc
+    if asked and not dispatch.send(dispatch.ANNOTATE_VIDEO, str(job.pk)):
+        Job.objects.filter(pk=job.pk).update(annotation_requested_at=None)
+        raise queue_unavailable()
     return bool(asked)
 
 
@@ -241,9 +238,7 @@ def requeue_stalled(*, now=None) -> list[str]:
                 lease_expires=now + timedelta(seconds=settings.QUEUE_STALE_SECONDS))
             if not taken:
                 continue
-            try:
-                dispatch.send(dispatch.PROCESS_VIDEO_PART, str(job_id), index)
-            except dispatch.BROKER_ERRORS:
+            if not dispatch.send(dispatch.PROCESS_VIDEO_PART, str(job_id), index):
                 VideoPart.objects.filter(pk=pk).update(lease_expires=now)  # next tick, again
                 return requeued
             if because == VideoPart.Requeued.STALLED:
