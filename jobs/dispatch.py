@@ -36,12 +36,18 @@ SEND_WEBHOOK = "videos.send_webhook"
 
 def send(name: str, *args, countdown: float | None = None) -> bool:
     """Send one task now; False if the broker cannot be reached (logged)."""
+    return _publish(name, [args], countdown=countdown) is None
+
+
+def _publish(name: str, calls: list[tuple], *,
+             countdown: float | None = None) -> Exception | None:
+    """Send; the broker's error, logged, if it cannot be reached."""
     try:
-        send_many(name, [args], countdown=countdown)
+        send_many(name, calls, countdown=countdown)
     except BROKER_ERRORS as exc:
-        logger.warning("%s %s not sent: the broker is unreachable (%s)", name, args, exc)
-        return False
-    return True
+        logger.warning("%s %s not sent: the broker is unreachable (%s)", name, calls, exc)
+        return exc
+    return None
 
 
 def send_many(name: str, calls: Iterable[tuple], *, countdown: float | None = None) -> None:
@@ -66,12 +72,9 @@ def send_on_commit(name: str, calls: Iterable[tuple], *,
     calls = list(calls)
 
     def go() -> None:
-        try:
-            send_many(name, calls)
-        except BROKER_ERRORS as exc:
-            logger.warning("%s %s not sent: the broker is unreachable (%s)", name, calls, exc)
-            if on_error is not None:
-                on_error(exc)
+        error = _publish(name, calls)
+        if error is not None and on_error is not None:
+            on_error(error)
 
     transaction.on_commit(go)
 

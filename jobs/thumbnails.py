@@ -1,5 +1,6 @@
-"""A finished job's thumbnail (the dashboard's job list shows it): made once, by the worker
-that finishes the job, from the pixels it already has — never while a page is served."""
+"""A job's thumbnail (the dashboard's job list shows it): made once, by a worker, from
+pixels it already has — an image job's as it finishes, a video's first processed frame —
+never while a page is served."""
 
 from __future__ import annotations
 
@@ -30,10 +31,8 @@ def thumbnail_save(job: Job, rgb: np.ndarray) -> str | None:
         picture.thumbnail((SIZE, SIZE))
         buffer = io.BytesIO()
         picture.convert("RGB").save(buffer, "JPEG", quality=80)
-        name = thumbnail_name(job)
-        default_storage.delete(name)  # a re-run's: replaced
         buffer.seek(0)
-        return default_storage.save(name, buffer)
+        return default_storage.save(thumbnail_name(job), buffer)
     except (OSError, ValueError):
         logger.warning("job %s: no thumbnail", job.pk, exc_info=True)
         return None

@@ -171,9 +171,8 @@ class JobPages:
         context = {
             **self.admin.admin_site.each_context(request), "opts": Job._meta,
             "title": "Detection overview", "days": dashboard.jobs_per_day(since),
-            "queued": {kind: state.count(kind=kind, status=Job.Status.QUEUED)
-                       for kind in Job.Kind.values
-                       if state.count(kind=kind, status=Job.Status.QUEUED)},
+            "queued": {kind: n for kind in Job.Kind.values
+                       if (n := state.count(kind=kind, status=Job.Status.QUEUED))},
             "broker_depths": queue_depths(),
             "running": state.count(status=Job.Status.RUNNING),
             "workers": state.live_workers,
