@@ -1,6 +1,5 @@
-"""A job's thumbnail (the dashboard's job list shows it): made once, by a worker, from
-pixels it already has — an image job's as it finishes, a video's first processed frame —
-never while a page is served."""
+"""A finished job's thumbnail (the dashboard's job list shows it): made once, by the worker
+that finishes the job — never while a page is served."""
 
 from __future__ import annotations
 

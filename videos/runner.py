@@ -31,7 +31,7 @@ from jobs.selectors import selection_for
 from jobs.services import announce, job_fail
 from jobs.thumbnails import thumbnail_save
 from videos.models import VideoPart
-from videos.pipeline import FrameReader
+from videos.pipeline import FrameReader, read_frame
 from videos.services import PART_LEASE, annotate_job
 
 logger = logging.getLogger(__name__)
@@ -185,8 +185,6 @@ def _process_part(job: Job, part: VideoPart, owner: str) -> None:
                     frames_done=F("frames_done") + len(batch),
                     processing_ms=F("processing_ms") + elapsed_ms)
                 Detection.objects.bulk_create(rows, batch_size=2000)
-            if batch[0].index == 0:  # the video's first frame: its thumbnail
-                thumbnail_save(job, batch[0].image)
         end = reader.end
     _part_done(job, part, owner, end)
 
@@ -230,6 +228,10 @@ def _finish_job(job: Job) -> None:
         model_sha256=weights_sha256(job.model_name))
     if updated:
         announce(job)
+        with local_or_url(job.input_file.name) as source:
+            first = read_frame(source, 0)
+        if first is not None:
+            thumbnail_save(job, first)
 
 
 def fail(job: Job, *, code: str, message: str) -> None:
