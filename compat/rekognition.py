@@ -157,7 +157,8 @@ def _page_offset(token: str, job: Job, sort: str, aggregate: str) -> int:
 
 def get_label_detection(body: dict, user) -> dict:
     job_id = body.get("JobId")
-    job = Job.objects.filter(pk=job_id, owner=user, kind=Job.Kind.VIDEO).first() \
+    job = Job.objects.select_related("video").filter(
+        pk=job_id, owner=user, kind=Job.Kind.VIDEO).first() \
         if isinstance(job_id, str) and _is_uuid(job_id) else None
     if job is None:
         raise AwsError("ResourceNotFoundException", "The resource specified in the "
@@ -173,10 +174,11 @@ def get_label_detection(body: dict, user) -> dict:
     offset = _page_offset(token, job, sort, aggregate) if token else 0
     result = {"JobStatus": _STATUS[job.status], "JobId": str(job.pk),
               "LabelModelVersion": _model_version(job),
-              "VideoMetadata": {"Codec": job.codec.lower() or "unknown",
-                                "DurationMillis": job.duration_ms or 0,
+              "VideoMetadata": {"Codec": job.video.codec.lower() or "unknown",
+                                "DurationMillis": job.video.duration_ms or 0,
                                 "Format": _FORMATS.get(job.content_type, job.content_type),
-                                "FrameRate": job.fps or 0, "FrameHeight": job.height or 0,
+                                "FrameRate": job.video.fps or 0,
+                                "FrameHeight": job.height or 0,
                                 "FrameWidth": job.width or 0},
               "Labels": []}
     tag = (job.params.get("rekognition") or {}).get("job_tag")

@@ -1,5 +1,10 @@
 """Jobs (one per image or video submitted), the detections they produced, and the live
-workers that run them."""
+workers that run them.
+
+``Job`` holds what every job has: its input, parameters, state, lease and timings. What
+only some jobs have sits beside it, one-to-one: a video job's ``Video`` (container facts,
+progress, annotated copy), a ``Webhook`` for jobs submitted with a callback, and the
+review app's ``ReviewMark`` once a reviewer marked the job reviewed."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from django.db import models
 
 
 class Job(models.Model):
+    """One image or video submitted for detection (see the module's docstring)."""
+
     class Kind(models.TextChoices):
         IMAGE = "image"
         VIDEO = "video"
@@ -47,35 +54,14 @@ class Job(models.Model):
     worker = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="runs started")
 
-    # Videos: what the container says, and how far processing got.
-    fps = models.FloatField(null=True, blank=True)
-    frame_count = models.PositiveIntegerField(null=True, blank=True)
-    duration_ms = models.PositiveBigIntegerField(null=True, blank=True)
-    codec = models.CharField(max_length=16, blank=True,
-                             help_text="videos: the stream's codec, as FFmpeg names it")
-    frames_total = models.PositiveIntegerField(null=True, blank=True,
-                                               help_text="frames to process (after stride)")
-    frames_done = models.PositiveIntegerField(default=0)
-    processing_ms = models.FloatField(default=0, help_text="time spent processing frames")
     lease_expires = models.DateTimeField(
         null=True, blank=True, help_text="images: by when it must be started (once started: "
         "by when its worker must renew it) before the watchdog requeues it")
     idempotency_key = models.CharField(max_length=255, blank=True)
-    callback_url = models.URLField(max_length=2000, blank=True)
-    base_url = models.CharField(max_length=500, blank=True,
-                                help_text="the API's address as the submitter saw it: the "
-                                          "absolute URLs in the webhook's body")
-    webhook_log = models.JSONField(default=list, blank=True)
-    annotated_file = models.FileField(max_length=255, blank=True)
-    annotation_requested_at = models.DateTimeField(null=True, blank=True)
 
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
 
-    # Review (the admin dashboard): marked reviewed by whom, and re-runs of this job.
-    reviewed_at = models.DateTimeField(null=True, blank=True)
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                    on_delete=models.SET_NULL, related_name="+")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="reruns", help_text="the job this one re-runs")
 
@@ -103,6 +89,52 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+
+class Video(models.Model):
+    """What a video job knows beyond every job: what its container says, how far
+    processing got, and the annotated copy. One per video job (``job.video``)."""
+
+    job = models.OneToOneField(Job, primary_key=True, on_delete=models.CASCADE,
+                               related_name="video")
+    fps = models.FloatField(null=True, blank=True)
+    frame_count = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    codec = models.CharField(max_length=16, blank=True,
+                             help_text="the stream's codec, as FFmpeg names it")
+    frames_total = models.PositiveIntegerField(null=True, blank=True,
+                                               help_text="frames to process (after stride)")
+    frames_done = models.PositiveIntegerField(default=0)
+    processing_ms = models.FloatField(default=0, help_text="time spent processing frames")
+    annotated_file = models.FileField(max_length=255, blank=True)
+    annotation_requested_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"video of job {self.job_id}"
+
+
+class Webhook(models.Model):
+    """Where to POST a job's JSON when it finishes, and every delivery attempt so far.
+    Only jobs submitted with a ``callback_url`` have one (``job.webhook``)."""
+
+    job = models.OneToOneField(Job, primary_key=True, on_delete=models.CASCADE,
+                               related_name="webhook")
+    url = models.URLField(max_length=2000)
+    base_url = models.CharField(max_length=500, blank=True,
+                                help_text="the API's address as the submitter saw it: the "
+                                          "absolute URLs in the body")
+    log = models.JSONField(default=list, blank=True)
+
+    def __str__(self) -> str:
+        return f"webhook of job {self.job_id} to {self.url}"
+
+
+def webhook_of(job: Job) -> Webhook | None:
+    """The job's webhook, or None if it was submitted without a callback_url."""
+    try:
+        return job.webhook
+    except Webhook.DoesNotExist:
+        return None
 
 
 class Detection(models.Model):

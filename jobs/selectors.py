@@ -29,7 +29,7 @@ def throughput(*, since: datetime) -> Throughput:
                                 finished_at__gte=since).aggregate(
         inference=Avg("inference_ms"), total=Avg("total_ms"), n=Count("id"))
     videos = Job.objects.filter(kind=Job.Kind.VIDEO, finished_at__gte=since).aggregate(
-        frames=Sum("frames_done"), ms=Sum("processing_ms"))
+        frames=Sum("video__frames_done"), ms=Sum("video__processing_ms"))
     fps = videos["frames"] / (videos["ms"] / 1000) if videos["frames"] and videos["ms"] else None
     return Throughput(images_done=images["n"], image_inference_ms=images["inference"],
                       image_total_ms=images["total"], video_frames_per_second=fps)
@@ -62,9 +62,10 @@ def service_state(*, now: datetime, recent: timedelta) -> ServiceState:
 
 def jobs_visible_to(user) -> QuerySet[Job]:
     """A user's own jobs; anonymous callers (when allowed) share the owner-less ones."""
+    jobs = Job.objects.select_related("video", "webhook")
     if user is None or not user.is_authenticated:
-        return Job.objects.filter(owner__isnull=True)
-    return Job.objects.filter(owner=user)
+        return jobs.filter(owner__isnull=True)
+    return jobs.filter(owner=user)
 
 
 def job_list(*, user) -> QuerySet[Job]:
@@ -88,7 +89,7 @@ def job_detections(*, job: Job) -> QuerySet[Detection]:
 
 def selection_for(job: Job) -> FrameSelection:
     """The frames a video job processes, from its parameters."""
-    return FrameSelection(fps=job.fps or 25, stride=job.params.get("frame_stride") or 1,
+    return FrameSelection(fps=job.video.fps or 25, stride=job.params.get("frame_stride") or 1,
                           sample_fps=job.params.get("sample_fps"))
 
 

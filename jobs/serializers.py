@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from engine import Detection as EngineDetection
 from jobs.catalog import class_names
-from jobs.models import Detection, Job
+from jobs.models import Detection, Job, webhook_of
 from jobs.selectors import label_summary
 
 
@@ -187,16 +187,17 @@ class JobSerializer(serializers.ModelSerializer):
     def get_video(self, job: Job) -> dict | None:
         if job.kind != Job.Kind.VIDEO:
             return None
-        return {"width": job.width, "height": job.height, "fps": job.fps,
-                "frames": job.frame_count, "duration_ms": job.duration_ms}
+        video = job.video
+        return {"width": job.width, "height": job.height, "fps": video.fps,
+                "frames": video.frame_count, "duration_ms": video.duration_ms}
 
     @extend_schema_field(ProgressSerializer(allow_null=True))
     def get_progress(self, job: Job) -> dict | None:
         if job.kind != Job.Kind.VIDEO:
             return None
-        total = job.frames_total
-        percent = round(100 * job.frames_done / total, 2) if total else None
-        return {"frames_done": job.frames_done, "frames_total": total, "percent": percent}
+        done, total = job.video.frames_done, job.video.frames_total
+        percent = round(100 * done / total, 2) if total else None
+        return {"frames_done": done, "frames_total": total, "percent": percent}
 
     @extend_schema_field(ModelInfoSerializer())
     def get_model(self, job: Job) -> dict:
@@ -207,9 +208,10 @@ class JobSerializer(serializers.ModelSerializer):
         timing = {"queue_ms": _round(job.queue_ms), "inference_ms": _round(job.inference_ms),
                   "total_ms": _round(job.total_ms), "batch_size": job.batch_size}
         if job.kind == Job.Kind.VIDEO:
-            seconds = job.processing_ms / 1000
-            timing["processing_ms"] = _round(job.processing_ms)
-            timing["frames_per_second"] = (round(job.frames_done / seconds, 2) if seconds
+            video = job.video
+            seconds = video.processing_ms / 1000
+            timing["processing_ms"] = _round(video.processing_ms)
+            timing["frames_per_second"] = (round(video.frames_done / seconds, 2) if seconds
                                            else None)
         return timing
 
@@ -281,9 +283,10 @@ class JobDetailSerializer(JobSerializer):
 
     @extend_schema_field(WebhookSerializer(allow_null=True))
     def get_webhook(self, job: Job) -> dict | None:
-        if not job.callback_url:
+        webhook = webhook_of(job)
+        if webhook is None:
             return None
-        return {"url": job.callback_url, "attempts": job.webhook_log}
+        return {"url": webhook.url, "attempts": webhook.log}
 
 
 def _round(value: float | None) -> float | None:

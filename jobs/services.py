@@ -12,11 +12,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core.errors import ApiError
 from jobs import dispatch, notify
-from jobs.models import Job
+from jobs.models import Job, Video, Webhook, webhook_of
 from jobs.thumbnails import thumbnail_name
 
 logger = logging.getLogger(__name__)
@@ -26,22 +28,40 @@ def ms_between(start, end) -> float:
     return (end - start).total_seconds() * 1000
 
 
-# What a job keeps of its input, copied to a re-run of it.
-MEDIA_FIELDS = ("original_filename", "content_type", "file_size", "width", "height", "fps",
-                "frame_count", "duration_ms", "codec")
+# What a job keeps of its input, copied to a re-run of it: on the job, and a video's.
+MEDIA_FIELDS = ("original_filename", "content_type", "file_size", "width", "height")
+VIDEO_FACTS = ("fps", "frame_count", "duration_ms", "codec")
 
 
+@transaction.atomic
 def job_create(*, kind: str, owner, params: dict, input_file: str, model_name: str = "",
-               job_id: uuid.UUID | None = None, **fields) -> Job:
+               job_id: uuid.UUID | None = None, video: dict | None = None,
+               callback_url: str = "", base_url: str = "", **fields) -> Job:
     """Create a queued job: the one way every path (API, compatibility layers, re-runs)
     does, so that each has what the workers and the watchdog need — a lease, by which a
     job whose message is lost is sent again; the model; the input. ``fields``: the
-    input's facts (MEDIA_FIELDS), ``frames_total``, ``callback_url``, ``parent``..."""
-    return Job.objects.create(
+    input's facts (MEDIA_FIELDS), ``idempotency_key``, ``parent``; ``video``: a video
+    job's facts (VIDEO_FACTS) and ``frames_total``; ``callback_url``: where its webhook
+    goes, with ``base_url`` for the absolute URLs in its body."""
+    if (kind == Job.Kind.VIDEO) != (video is not None):
+        raise ValueError("a video job needs its video's facts, and only a video job has them")
+    job = Job.objects.create(
         id=job_id or uuid.uuid4(), kind=kind, owner=owner, params=params,
         model_name=model_name or settings.DETECTOR_MODEL, input_file=input_file,
         lease_expires=timezone.now() + timedelta(seconds=settings.QUEUE_STALE_SECONDS),
         **fields)
+    if video is not None:
+        Video.objects.create(job=job, **video)
+    if callback_url:
+        Webhook.objects.create(job=job, url=callback_url, base_url=base_url[:500])
+    return job
+
+
+def annotated_name(job: Job) -> str:
+    """The stored name of a video job's annotated copy; "" if it has none."""
+    if job.kind != Job.Kind.VIDEO:
+        return ""
+    return job.video.annotated_file.name or ""
 
 
 def queue_unavailable() -> ApiError:
@@ -66,7 +86,7 @@ def job_fail(*, job: Job, code: str, message: str) -> None:
 def announce(job: Job) -> None:
     """A job finished: wake whoever waits for it, and send its webhook."""
     notify.job_finished(job.pk)
-    if job.callback_url:
+    if webhook_of(job) is not None:
         dispatch.send_on_commit(dispatch.SEND_WEBHOOK, [(str(job.pk),)])
 
 
@@ -88,7 +108,7 @@ def job_delete(*, job: Job) -> None:
     Job.objects.filter(pk=job.pk).exclude(status__in=Job.FINISHED).update(
         status=Job.Status.CANCELLED)
     delete_input(job)
-    _delete_file(job.annotated_file.name if job.annotated_file else "")
+    _delete_file(annotated_name(job))
     _delete_file(thumbnail_name(job))
     job.delete()
 
@@ -116,12 +136,15 @@ def retention_apply(*, now=None) -> dict:
             counts["jobs_deleted"] += 1
     if settings.RETENTION_MEDIA_DAYS:
         cutoff = now - timedelta(days=settings.RETENTION_MEDIA_DAYS)
+        no_annotated = Q(video__isnull=True) | Q(video__annotated_file="")
         expired = Job.objects.filter(status__in=Job.FINISHED, finished_at__lt=cutoff).exclude(
-            input_file="", annotated_file="")
+            Q(input_file="") & no_annotated).select_related("video")
         for job in expired.iterator():
             delete_input(job)
-            _delete_file(job.annotated_file.name if job.annotated_file else "")
+            _delete_file(annotated_name(job))
             _delete_file(thumbnail_name(job))
-            Job.objects.filter(pk=job.pk).update(input_file="", annotated_file="")
+            with transaction.atomic():
+                Job.objects.filter(pk=job.pk).update(input_file="")
+                Video.objects.filter(job=job).update(annotated_file="")
             counts["media_deleted"] += 1
     return counts

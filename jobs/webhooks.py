@@ -25,7 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core import outbound
-from jobs.models import Job
+from jobs.models import Job, Webhook, webhook_of
 from jobs.serializers import JobDetailSerializer
 
 
@@ -33,22 +33,23 @@ class DeliveryFailed(Exception):
     """An attempt failed and another one is due (the task retries it)."""
 
 
-def payload(job: Job) -> bytes:
+def payload(job: Job, webhook: Webhook) -> bytes:
     data = JobDetailSerializer(job, context={"detections": (), "inline_detections": False,
-                                             "base_url": job.base_url}).data
+                                             "base_url": webhook.base_url}).data
     return json.dumps({"event": f"job.{job.status}", "job": data}).encode()
 
 
 def deliver(*, job_id: str, attempt: int) -> None:
     """One attempt; raises DeliveryFailed when another one is due."""
-    job = Job.objects.filter(pk=job_id).first()
-    if job is None or not job.callback_url:
+    job = Job.objects.select_related("video", "webhook").filter(pk=job_id).first()
+    webhook = webhook_of(job) if job is not None else None
+    if job is None or webhook is None:
         return
     if _elapsed(job) > settings.WEBHOOK_MAX_SECONDS:
         _log(job.pk, {"attempt": attempt, "at": timezone.now().isoformat(),
                       "gave_up": f"no delivery within {settings.WEBHOOK_MAX_SECONDS:g} s"})
         return
-    body = payload(job)
+    body = payload(job, webhook)
     headers = {"Content-Type": "application/json", "User-Agent": "PMR-webhook/1",
                "X-PMR-Event": f"job.{job.status}", "X-PMR-Delivery-Attempt": str(attempt)}
     if settings.WEBHOOK_SECRET:
@@ -56,7 +57,7 @@ def deliver(*, job_id: str, attempt: int) -> None:
         headers["X-PMR-Signature"] = f"sha256={digest}"
     entry = {"attempt": attempt, "at": timezone.now().isoformat()}
     try:
-        response = outbound.post(job.callback_url, data=body, headers=headers,
+        response = outbound.post(webhook.url, data=body, headers=headers,
                                  timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
         entry["status_code"] = response.status_code
         delivered = 200 <= response.status_code < 300
@@ -80,7 +81,7 @@ def _elapsed(job: Job) -> float:
 
 def _log(job_id, entry: dict) -> None:
     with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id).first()
-        if job is not None:
-            job.webhook_log = [*job.webhook_log, entry]
-            job.save(update_fields=["webhook_log"])
+        webhook = Webhook.objects.select_for_update().filter(job_id=job_id).first()
+        if webhook is not None:
+            webhook.log = [*webhook.log, entry]
+            webhook.save(update_fields=["log"])

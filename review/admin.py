@@ -62,12 +62,12 @@ class ReviewedFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "reviewed":
-            return queryset.filter(reviewed_at__isnull=False)
+            return queryset.filter(review_mark__isnull=False)
         if self.value() == "waiting":
-            return queryset.filter(reviewed_at__isnull=True, status=Job.Status.SUCCEEDED)
+            return queryset.filter(review_mark__isnull=True, status=Job.Status.SUCCEEDED)
         if self.value() == "started":
             return queryset.filter(Exists(ReviewEvent.objects.filter(job=OuterRef("pk"))),
-                                   reviewed_at__isnull=True)
+                                   review_mark__isnull=True)
         return queryset
 
 
@@ -96,7 +96,7 @@ class JobAdmin(admin.ModelAdmin):
     list_display_links = ("thumbnail", "short_id")
     list_filter = ("status", "kind", LabelFilter, ReviewedFilter, "created_at")
     search_fields = ("id", "original_filename", "owner__username")
-    list_select_related = ("owner", "reviewed_by")
+    list_select_related = ("owner", "video", "review_mark__reviewed_by")
     date_hierarchy = "created_at"
     actions = ("mark_reviewed", "export_coco", "export_yolo")
     change_list_template = "admin/jobs/job/change_list.html"
@@ -131,7 +131,7 @@ class JobAdmin(admin.ModelAdmin):
     def status_progress(self, job: Job):
         if job.kind != Job.Kind.VIDEO:
             return job.status
-        done, total = job.frames_done, job.frames_total or 0
+        done, total = job.video.frames_done, job.video.frames_total or 0
         percent = round(100 * done / total) if total else 0
         return format_html('{}<br><progress max="100" value="{}" title="{} of {} frames">'
                            '</progress> {}%', job.status, percent, done, total, percent)
@@ -145,10 +145,11 @@ class JobAdmin(admin.ModelAdmin):
         more = f" (+{len(counts) - 6} labels)" if len(counts) > 6 else ""
         return format_html("{}{}", shown, more)
 
-    @admin.display(description="review", ordering="reviewed_at")
+    @admin.display(description="review", ordering="review_mark__reviewed_at")
     def review_state(self, job: Job) -> str:
-        if job.reviewed_at:
-            who = job.reviewed_by.get_username() if job.reviewed_by else "?"
+        mark = getattr(job, "review_mark", None)  # a job not marked reviewed has none
+        if mark is not None:
+            who = mark.reviewed_by.get_username() if mark.reviewed_by else "?"
             return f"reviewed by {who}"
         return "in progress" if getattr(job, "review_started", False) else "not reviewed"
 

@@ -38,7 +38,7 @@ def chosen_frame(job: Job, wanted: str) -> int:
         frame = int(wanted)
     except ValueError:
         frame = None
-    if frame is not None and 0 <= frame < (job.frame_count or 1):
+    if frame is not None and 0 <= frame < (job.video.frame_count or 1):
         return frame
     busiest = (Detection.objects.filter(job=job).values("frame_index")
                .annotate(n=Count("id")).order_by("-n", "frame_index").first())
@@ -89,7 +89,7 @@ def overlay(job: Job, detections, added, image_url: str) -> dict:
 def timeline(job: Job) -> dict | None:
     """Detections per label over time (bucketed), as SVG polylines with clickable
     columns that choose the frame shown."""
-    duration = max(job.duration_ms or 0, 1)
+    duration = max(job.video.duration_ms or 0, 1)
     # Never finer than the processed frames, or the lines fall to zero between them.
     frame_ms = job_selectors.frame_interval_ms(job)
     bucket_ms = max(1, -(-duration // TIMELINE_BUCKETS), -(-round(frame_ms) // 1))
@@ -116,7 +116,7 @@ def timeline(job: Job) -> dict | None:
                           for b in range(buckets))
         lines.append({"label": row["label"], "colour": css_colour(row["class_id"]),
                       "points": points, "count": row["n"]})
-    columns = [{"x": b * step, "frame": int(b * bucket_ms * (job.fps or 25) / 1000),
+    columns = [{"x": b * step, "frame": int(b * bucket_ms * (job.video.fps or 25) / 1000),
                 "time": f"{b * bucket_ms / 1000:.1f}"} for b in range(buckets)]
     return {"width": width, "height": height, "step": step, "lines": lines,
             "columns": columns, "peak": peak, "bucket_ms": bucket_ms}

@@ -1,5 +1,6 @@
-"""What reviewers add to a job's results: boxes the model missed, and the history of every
-review change. The review fields of a detection sit on ``jobs.Detection`` itself."""
+"""What reviewers add to a job's results: boxes the model missed, the mark that a job was
+reviewed, and the history of every review change. The review fields of a detection sit on
+``jobs.Detection`` itself."""
 
 from __future__ import annotations
 
@@ -32,6 +33,19 @@ class AddedBox(models.Model):
 
     def __str__(self) -> str:
         return f"added {self.label} @ frame {self.frame_index}"
+
+
+class ReviewMark(models.Model):
+    """A job marked reviewed: by whom and when (``job.review_mark``)."""
+
+    job = models.OneToOneField(Job, primary_key=True, on_delete=models.CASCADE,
+                               related_name="review_mark")
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    reviewed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} reviewed by {self.reviewed_by} at {self.reviewed_at}"
 
 
 class ReviewEvent(models.Model):

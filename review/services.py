@@ -27,9 +27,9 @@ from jobs import dispatch
 from jobs.catalog import class_names
 from jobs.models import Detection, Job
 from jobs.selectors import selection_for
-from jobs.services import MEDIA_FIELDS, job_create
+from jobs.services import MEDIA_FIELDS, VIDEO_FACTS, job_create
 from jobs.uploads import stored_name
-from review.models import AddedBox, ReviewEvent
+from review.models import AddedBox, ReviewEvent, ReviewMark
 from videos.pipeline import read_frame
 from videos.services import queue_parts
 
@@ -81,9 +81,12 @@ def box_add(*, job: Job, user, label: str, x1: float, y1: float, x2: float, y2: 
     y1, y2 = sorted((max(0.0, min(y1, height)), max(0.0, min(y2, height))))
     if x2 - x1 < 1 or y2 - y1 < 1:
         raise ApiError("invalid_parameters", "the box is empty (or outside the image)")
-    if job.kind == Job.Kind.VIDEO and job.frame_count and not 0 <= frame_index < job.frame_count:
-        raise ApiError("invalid_parameters", f"frame {frame_index} is not in the video")
-    timestamp = round(frame_index * 1000 / job.fps) if job.fps else 0
+    timestamp = 0
+    if job.kind == Job.Kind.VIDEO:
+        frames, fps = job.video.frame_count, job.video.fps
+        if frames and not 0 <= frame_index < frames:
+            raise ApiError("invalid_parameters", f"frame {frame_index} is not in the video")
+        timestamp = round(frame_index * 1000 / fps) if fps else 0
     box = AddedBox.objects.create(job=job, frame_index=frame_index, timestamp_ms=timestamp,
                                   class_id=_class_id(job, label), label=label, x1=x1, y1=y1,
                                   x2=x2, y2=y2, created_by=user)
@@ -103,7 +106,8 @@ def box_remove(*, box: AddedBox, user) -> None:
 
 @transaction.atomic
 def job_mark_reviewed(*, job: Job, user) -> None:
-    Job.objects.filter(pk=job.pk).update(reviewed_at=timezone.now(), reviewed_by=user)
+    ReviewMark.objects.update_or_create(job=job, defaults={"reviewed_by": user,
+                                                           "reviewed_at": timezone.now()})
     ReviewEvent.objects.create(job=job, action=ReviewEvent.Action.MARK_REVIEWED, user=user)
 
 
@@ -123,11 +127,13 @@ def job_rerun(*, job: Job, user, model_name: str | None = None,
     with default_storage.open(job.input_file.name, "rb") as stream:
         name = default_storage.save(stored_name(f"{job.kind}s", extension), File(stream))
     with transaction.atomic():
+        video = None
+        if job.kind == Job.Kind.VIDEO:
+            video = {field: getattr(job.video, field) for field in VIDEO_FACTS}
+            video["frames_total"] = selection_for(job).count(job.video.frame_count or 0)
         rerun = job_create(
             kind=job.kind, owner=job.owner, params=params, model_name=model, input_file=name,
-            parent=job, frames_total=selection_for(job).count(job.frame_count or 0)
-            if job.kind == Job.Kind.VIDEO else None,
-            **{field: getattr(job, field) for field in MEDIA_FIELDS})
+            parent=job, video=video, **{field: getattr(job, field) for field in MEDIA_FIELDS})
         ReviewEvent.objects.create(job=job, action=ReviewEvent.Action.RERUN, user=user,
                                    details={"rerun": str(rerun.pk), "model": model,
                                             "params": params})

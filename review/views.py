@@ -21,6 +21,7 @@ from core.errors import ApiError
 from jobs import selectors as job_selectors
 from jobs.dispatch import queue_depths
 from jobs.models import Detection, Job
+from jobs.services import annotated_name
 from jobs.thumbnails import thumbnail_name
 from review import dashboard
 from review import services as review
@@ -60,7 +61,8 @@ class JobPages:
 
     def job(self, request, job_id, *, change: bool = False) -> Job:
         """The job, if the user may see it (change it): else a 404, like a missing one."""
-        job = get_object_or_404(Job.objects.select_related("owner", "reviewed_by", "parent"),
+        job = get_object_or_404(Job.objects.select_related(
+            "owner", "video", "review_mark__reviewed_by", "parent"),
                                 pk=job_id)
         allowed = (self.admin.has_change_permission(request, job) if change
                    else self.admin.has_view_permission(request, job))
@@ -87,9 +89,10 @@ class JobPages:
 
     def annotated_video(self, request, job_id):
         job = self.job(request, job_id)
-        if not job.annotated_file:
+        name = annotated_name(job)
+        if not name:
             raise Http404
-        return self.file(job.annotated_file.name, "video/mp4")
+        return self.file(name, "video/mp4")
 
     def thumbnail_image(self, request, job_id):
         """The thumbnail its worker made when the job finished (none: 404)."""
@@ -180,7 +183,7 @@ class JobPages:
             "labels": Detection.objects.filter(job__created_at__gte=now - timedelta(days=30))
             .values("label").annotate(n=Count("id")).order_by("-n")[:10],
             "waiting": Job.objects.filter(status=Job.Status.SUCCEEDED,
-                                          reviewed_at__isnull=True).count(),
+                                          review_mark__isnull=True).count(),
             "waiting_url": reverse("admin:jobs_job_changelist") + "?review=waiting",
         }
         return TemplateResponse(request, "admin/jobs/job/overview.html", context)

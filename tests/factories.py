@@ -9,7 +9,11 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from jobs.models import Detection, Job
+from jobs.models import Detection, Job, Video, Webhook
+from review.models import ReviewMark
+
+VIDEO_FIELDS = ("fps", "frame_count", "duration_ms", "codec", "frames_total", "frames_done",
+                "processing_ms", "annotated_file", "annotation_requested_at")
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -34,6 +38,25 @@ class JobFactory(factory.django.DjangoModelFactory):
     content_type = "image/jpeg"
     width = 640
     height = 480
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        """Fields of a job's one-to-one rows may be given as the job's: ``fps=``,
+        ``callback_url=``, ``reviewed_at=``... (a video job always gets its Video row)."""
+        video = {name: kwargs.pop(name) for name in VIDEO_FIELDS if name in kwargs}
+        webhook = {name: kwargs.pop(key) for key, name in (
+            ("callback_url", "url"), ("base_url", "base_url"), ("webhook_log", "log"))
+            if key in kwargs}
+        mark = {name: kwargs.pop(name) for name in ("reviewed_at", "reviewed_by")
+                if name in kwargs}
+        job = super()._create(model_class, *args, **kwargs)
+        if job.kind == Job.Kind.VIDEO or video:
+            Video.objects.create(job=job, **video)
+        if webhook.get("url"):
+            Webhook.objects.create(job=job, **webhook)
+        if mark.get("reviewed_at"):
+            ReviewMark.objects.create(job=job, **mark)
+        return job
 
 
 class DetectionFactory(factory.django.DjangoModelFactory):

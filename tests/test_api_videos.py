@@ -49,10 +49,26 @@ def test_a_video_is_accepted_processed_and_summarised(api, eager_celery, tiny_pa
     assert job["detections"] is None and job["detections_url"].endswith("/detections")
 
 
+def test_a_rerun_of_a_video_keeps_its_facts_and_processes_its_frames_again(
+        api, user, eager_celery, tiny_paths, short_clip):
+    from review.services import job_rerun
+
+    job = Job.objects.get(pk=submit(api, short_clip, frame_stride="5").json()["id"])
+    rerun = Job.objects.get(pk=job_rerun(job=job, user=user, min_confidence=0.5).pk)
+    assert (rerun.status, rerun.kind, rerun.parent_id) == ("succeeded", "video", job.pk)
+    facts = ("fps", "frame_count", "duration_ms", "codec")
+    assert [getattr(rerun.video, f) for f in facts] == [12.0, 41, 3417, job.video.codec]
+    assert job.video.codec == "h264"  # as FFmpeg names the clip's stream
+    assert (rerun.video.frames_total, rerun.video.frames_done) == (9, 9)
+    kept = set(Detection.objects.filter(job=job, confidence__gt=0.5).values_list(
+        "frame_index", "label", "confidence"))
+    assert set(rerun.detections.values_list("frame_index", "label", "confidence")) == kept
+
+
 def test_frame_stride_processes_every_nth_frame(api, eager_celery, tiny_paths, short_clip):
     job_id = submit(api, short_clip, frame_stride="5").json()["id"]
     job = Job.objects.get(pk=job_id)
-    assert job.status == "succeeded" and job.frames_done == 9  # 0, 5, ..., 40
+    assert job.status == "succeeded" and job.video.frames_done == 9  # 0, 5, ..., 40
     frames = set(Detection.objects.filter(job=job).values_list("frame_index", "timestamp_ms"))
     assert {index for index, _ in frames} <= set(range(0, 41, 5))
     assert all(ms == round(index * 1000 / 12) for index, ms in frames)
@@ -118,7 +134,7 @@ def test_the_same_idempotency_key_gives_the_same_job(api, eager_celery, tiny_pat
 def test_a_finished_job_cannot_be_cancelled_and_deleting_removes_everything(
         api, eager_celery, tiny_paths, short_clip, settings):
     job_id = submit(api, short_clip, annotate="true").json()["id"]
-    assert Job.objects.get(pk=job_id).annotated_file
+    assert Job.objects.get(pk=job_id).video.annotated_file
     response = api.post(reverse("job-cancel", args=[job_id]))
     assert response.status_code == 409 and response.json()["error"]["code"] == "already_finished"
     assert len(files_under(settings.MEDIA_ROOT)) == 3  # the upload, annotated video, thumbnail
@@ -141,7 +157,7 @@ def test_a_queued_job_can_be_cancelled(api, tiny_paths, short_clip):
     from videos.runner import video_part_run
 
     video_part_run(job_id=job_id, index=0)  # a worker getting to it later does nothing
-    assert Job.objects.get(pk=job_id).frames_done == 0
+    assert Job.objects.get(pk=job_id).video.frames_done == 0
 
 
 def test_the_annotated_video_is_rendered_on_request(api, eager_celery, tiny_paths, short_clip):
@@ -169,11 +185,12 @@ def test_a_video_that_stops_decoding_fails_and_keeps_what_it_found(api, eager_ce
     job_id = submit(api, data[: len(data) // 2], name="cut.avi").json()["id"]
     job = Job.objects.get(pk=job_id)
     assert job.status == "failed" and job.error_code == "decode_failed"
-    assert f"decoding stopped at frame {job.frames_done} " in job.error_message
+    assert f"decoding stopped at frame {job.video.frames_done} " in job.error_message
     assert "of the 250 the video claims" in job.error_message
-    assert 0 < job.frames_done < 250
+    assert 0 < job.video.frames_done < 250
     stored = Detection.objects.filter(job=job)
-    assert stored.exists() and max(stored.values_list("frame_index", flat=True)) < job.frames_done
+    assert stored.exists()
+    assert max(stored.values_list("frame_index", flat=True)) < job.video.frames_done
 
 
 def assert_rejected(response, status: int, code: str, settings):

@@ -1,5 +1,6 @@
 """The models and the migrations agree (a model change without its migration fails CI), and
-a database made by older migrations upgrades with every row kept."""
+a database made by older migrations upgrades with every row kept: the tables the apps'
+split renamed, and the job columns later moved to their one-to-one rows."""
 
 import io
 
@@ -32,8 +33,8 @@ def test_a_database_made_before_the_apps_split_upgrades_and_keeps_every_row():
     from django.contrib.auth.models import Permission
     from django.contrib.contenttypes.models import ContentType
 
-    from jobs.models import Detection, Job, WorkerHeartbeat
-    from review.models import AddedBox, ReviewEvent
+    from jobs.models import Detection, Job, Video, Webhook, WorkerHeartbeat
+    from review.models import AddedBox, ReviewEvent, ReviewMark
 
     latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
     try:
@@ -51,11 +52,17 @@ def test_a_database_made_before_the_apps_split_upgrades_and_keeps_every_row():
         OldJob = old.get_model("detection", "Job")
         video = OldJob.objects.create(kind="video", owner=user, status="succeeded",
                                       model_name="yolov3-tiny", fps=25, frame_count=50,
-                                      codec="avc1", lease_expires=now)
+                                      codec="avc1", lease_expires=now, frames_total=50,
+                                      frames_done=50, processing_ms=2000.0,
+                                      duration_ms=2000, annotated_file="annotated/a.mp4",
+                                      callback_url="https://hooks.example.com/pmr",
+                                      base_url="https://pmr.example.com/",
+                                      webhook_log=[{"attempt": 1, "status_code": 200}])
         rerun = OldJob.objects.create(kind="video", owner=user, status="queued",
                                       model_name="yolov3-tiny", parent=video)
         image = OldJob.objects.create(kind="image", owner=user, status="succeeded",
-                                      model_name="yolov3-tiny", width=768, height=576)
+                                      model_name="yolov3-tiny", width=768, height=576,
+                                      reviewed_at=now, reviewed_by=user)
         OldDetection = old.get_model("detection", "Detection")
         boxes = [OldDetection.objects.create(job=video, frame_index=i, timestamp_ms=40 * i,
                                              class_id=0, label="person", confidence=0.5,
@@ -85,9 +92,23 @@ def test_a_database_made_before_the_apps_split_upgrades_and_keeps_every_row():
     assert not {t for t in tables if t.startswith("detection_")}
     assert Job.objects.count() == 3 and Detection.objects.count() == 4
     moved = Job.objects.get(pk=video.pk)
-    assert (moved.kind, moved.codec, moved.frame_count, moved.owner.username) == (
+    assert (moved.kind, moved.video.codec, moved.video.frame_count, moved.owner.username) == (
         "video", "avc1", 50, "reviewer")
+    assert (moved.video.fps, moved.video.frames_total, moved.video.frames_done,
+            moved.video.processing_ms, moved.video.duration_ms,
+            moved.video.annotated_file.name) == (25, 50, 50, 2000.0, 2000, "annotated/a.mp4")
+    assert (moved.webhook.url, moved.webhook.base_url, moved.webhook.log) == (
+        "https://hooks.example.com/pmr", "https://pmr.example.com/",
+        [{"attempt": 1, "status_code": 200}])
     assert Job.objects.get(pk=rerun.pk).parent == moved
+    # One Video row per video job, a Webhook only where there was a callback, a ReviewMark
+    # only for the job marked reviewed.
+    assert sorted(Video.objects.values_list("job_id", flat=True)) == sorted([video.pk, rerun.pk])
+    assert Video.objects.get(job_id=rerun.pk).frames_done == 0
+    assert list(Webhook.objects.values_list("job_id", flat=True)) == [video.pk]
+    mark = ReviewMark.objects.get()
+    assert (mark.job_id, mark.reviewed_at, mark.reviewed_by.username) == (
+        image.pk, now, "reviewer")
     assert list(moved.detections.values_list("frame_index", flat=True)) == [0, 1, 2]
     assert moved.parts.get().next_frame == 50
     dog = Detection.objects.get(job_id=image.pk)

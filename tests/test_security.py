@@ -413,7 +413,7 @@ def test_a_delivery_to_an_inside_address_is_logged_refused_and_not_retried(setti
                      finished_at=timezone.now())
     webhooks.deliver(job_id=str(job.pk), attempt=1)  # no DeliveryFailed: no next attempt
     job.refresh_from_db()
-    assert job.webhook_log[0]["error"].startswith("refused: localhost resolves to")
+    assert job.webhook.log[0]["error"].startswith("refused: localhost resolves to")
     assert receiver.received == []
 
 

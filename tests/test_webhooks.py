@@ -102,7 +102,7 @@ def test_a_finished_job_is_delivered_signed_with_its_event_and_absolute_urls(rec
     if status == "failed":
         assert body["job"]["error"]["code"] == "decode_failed"
     job.refresh_from_db()
-    assert [entry["status_code"] for entry in job.webhook_log] == [200]
+    assert [entry["status_code"] for entry in job.webhook.log] == [200]
 
 
 def test_a_tampered_body_fails_the_receivers_check(receiver):
@@ -127,7 +127,7 @@ def test_failed_deliveries_are_retried_by_the_task_until_one_is_delivered(receiv
     assert [d["headers"]["X-PMR-Delivery-Attempt"] for d in hook.received] == [
         "1", "2", "3", "4"]
     job.refresh_from_db()
-    assert [e["status_code"] for e in job.webhook_log] == [500, 503, 500, 200]
+    assert [e["status_code"] for e in job.webhook.log] == [500, 503, 500, 200]
     # Celery's exponential backoff with full jitter spaces the retries out.
     assert send_webhook.retry_backoff and send_webhook.retry_jitter
 
@@ -150,7 +150,7 @@ def test_no_attempt_is_made_past_webhook_max_seconds(receiver, settings):
     webhooks.deliver(job_id=str(job.pk), attempt=4)
     assert hook.received == []
     job.refresh_from_db()
-    assert job.webhook_log[-1]["gave_up"] == "no delivery within 10 s"
+    assert job.webhook.log[-1]["gave_up"] == "no delivery within 10 s"
 
 
 def test_no_attempt_is_made_past_the_last_one(receiver, settings):
@@ -210,7 +210,7 @@ def test_a_receiver_that_does_not_answer_in_time_is_retried(receiver, settings):
     with pytest.raises(webhooks.DeliveryFailed):  # retried after the backoff
         webhooks.deliver(job_id=str(job.pk), attempt=1)
     job.refresh_from_db()
-    [entry] = job.webhook_log
+    [entry] = job.webhook.log
     assert "status_code" not in entry and "Timeout" in entry["error"]
 
 
@@ -221,4 +221,4 @@ def test_a_redirect_is_never_followed(receiver):
         webhooks.deliver(job_id=str(job.pk), attempt=1)
     assert [d["path"] for d in hook.received] == ["/hook"]
     job.refresh_from_db()
-    assert [entry["status_code"] for entry in job.webhook_log] == [307]
+    assert [entry["status_code"] for entry in job.webhook.log] == [307]

@@ -26,7 +26,7 @@ from core.storage import local_or_url
 from jobs import dispatch, runtime
 from jobs.catalog import weights_sha256
 from jobs.inference import get_batcher
-from jobs.models import Detection, Job
+from jobs.models import Detection, Job, Video
 from jobs.selectors import selection_for
 from jobs.services import announce, job_fail
 from jobs.thumbnails import thumbnail_save
@@ -59,7 +59,7 @@ def _claim(job_id: str, index: int, owner: str, worker: str) -> VideoPart | None
         return None
     Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(status=Job.Status.RUNNING,
                                                                   started_at=now)
-    return VideoPart.objects.select_related("job").get(job_id=job_id, index=index)
+    return VideoPart.objects.select_related("job__video").get(job_id=job_id, index=index)
 
 
 # How soon a part deferred by a busy worker is offered to the workers again.
@@ -181,7 +181,7 @@ def _process_part(job: Job, part: VideoPart, owner: str) -> None:
                          progressed_at=timezone.now())
                 if not renewed:
                     raise LeaseLost
-                Job.objects.filter(pk=job.pk).update(
+                Video.objects.filter(job_id=job.pk).update(
                     frames_done=F("frames_done") + len(batch),
                     processing_ms=F("processing_ms") + elapsed_ms)
                 Detection.objects.bulk_create(rows, batch_size=2000)
@@ -190,16 +190,17 @@ def _process_part(job: Job, part: VideoPart, owner: str) -> None:
 
 
 def _part_done(job: Job, part: VideoPart, owner: str, end) -> None:
-    expected = part.end_frame if part.end_frame is not None else (job.frame_count or 0)
+    video = job.video
+    expected = part.end_frame if part.end_frame is not None else (video.frame_count or 0)
     tolerance = 0 if (part.end_frame is not None or job.content_type in _EXACT_FRAME_COUNTS) \
         else max(2, expected // 50)  # other containers only estimate their frame count
     if end.error or end.frames_read < expected - tolerance:
-        stopped_ms = round(end.frames_read * 1000 / job.fps) if job.fps else 0
-        job.refresh_from_db(fields=["frames_done"])
+        stopped_ms = round(end.frames_read * 1000 / video.fps) if video.fps else 0
+        video.refresh_from_db(fields=["frames_done"])
         fail(job, code="decode_failed", message=(
             f"decoding stopped at frame {end.frames_read} ({stopped_ms} ms) of the "
-            f"{job.frame_count} the video claims" + (f": {end.error}" if end.error else "")
-            + f"; the detections of the {job.frames_done} frames processed are kept"))
+            f"{video.frame_count} the video claims" + (f": {end.error}" if end.error else "")
+            + f"; the detections of the {video.frames_done} frames processed are kept"))
         return
     with transaction.atomic():
         finished = VideoPart.objects.filter(pk=part.pk, lease_owner=owner).update(
@@ -222,10 +223,13 @@ def _finish_job(job: Job) -> None:
         except Exception:  # the detections stand; GET .../annotated can render it again
             logger.exception("video job %s: the annotated video could not be made", job.pk)
     finished = timezone.now()
-    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
-        status=Job.Status.SUCCEEDED, finished_at=finished, frames_total=F("frames_done"),
-        total_ms=(finished - job.created_at).total_seconds() * 1000,
-        model_sha256=weights_sha256(job.model_name))
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+            status=Job.Status.SUCCEEDED, finished_at=finished,
+            total_ms=(finished - job.created_at).total_seconds() * 1000,
+            model_sha256=weights_sha256(job.model_name))
+        if updated:
+            Video.objects.filter(job_id=job.pk).update(frames_total=F("frames_done"))
     if updated:
         announce(job)
         with local_or_url(job.input_file.name) as source:

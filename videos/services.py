@@ -36,9 +36,9 @@ from core.storage import local_or_url
 from jobs import dispatch
 from jobs.frames import FrameSelection
 from jobs.leases import Lease
-from jobs.models import Detection, Job
+from jobs.models import Detection, Job, Video
 from jobs.selectors import selection_for
-from jobs.services import job_create, queue_unavailable
+from jobs.services import annotated_name, job_create, queue_unavailable
 from jobs.uploads import safe_original_name, stored_name
 from videos.annotate import render_annotated
 from videos.models import VideoPart
@@ -125,11 +125,11 @@ def video_job_submit(*, owner, upload: UploadedFile, params: dict, callback_url:
                 kind=Job.Kind.VIDEO, owner=owner, params=params, input_file=name,
                 original_filename=safe_original_name(upload.name),
                 content_type=info.content_type, file_size=upload.size, width=info.width,
-                height=info.height, fps=info.fps, frame_count=info.frame_count,
-                duration_ms=info.duration_ms, codec=info.codec,
-                frames_total=selection.count(info.frame_count),
-                callback_url=callback_url, idempotency_key=idempotency_key,
-                base_url=base_url[:500])
+                height=info.height, idempotency_key=idempotency_key,
+                video={"fps": info.fps, "frame_count": info.frame_count,
+                       "duration_ms": info.duration_ms, "codec": info.codec,
+                       "frames_total": selection.count(info.frame_count)},
+                callback_url=callback_url, base_url=base_url)
             queue_parts(job, selection)
     except IntegrityError:
         default_storage.delete(name)
@@ -160,7 +160,7 @@ def _check_active_jobs(owner, *, lock: bool = False) -> None:
 
 def queue_parts(job: Job, selection: FrameSelection) -> None:
     """Create the job's parts and send them to the workers once the transaction commits."""
-    ranges = plan_parts(job.frame_count or 0, selection, batch_size=settings.VIDEO_BATCH_SIZE,
+    ranges = plan_parts(job.video.frame_count or 0, selection, batch_size=settings.VIDEO_BATCH_SIZE,
                         max_parts=settings.VIDEO_MAX_PARTS,
                         min_part_frames=settings.VIDEO_PART_MIN_FRAMES)
     deadline = _deadline(settings.QUEUE_STALE_SECONDS)
@@ -187,8 +187,8 @@ def annotate_job(*, job: Job) -> str:
                          selection=selection_for(job))
         with open(output, "rb") as stream:
             name = default_storage.save(stored_name("annotated", "mp4"), stream)
-    old = job.annotated_file.name if job.annotated_file else ""
-    Job.objects.filter(pk=job.pk).update(annotated_file=name)
+    old = annotated_name(job)
+    Video.objects.filter(job=job).update(annotated_file=name)
     if old:
         default_storage.delete(old)
     return name
@@ -199,11 +199,11 @@ def annotation_request(*, job: Job) -> bool:
     503 queue_unavailable if the broker cannot be reached (asking again will retry)."""
     now = timezone.now()
     retry_before = now - timedelta(seconds=settings.ANNOTATION_RETRY_SECONDS)
-    asked = Job.objects.filter(Q(annotation_requested_at__isnull=True)
-                               | Q(annotation_requested_at__lt=retry_before),
-                               pk=job.pk).update(annotation_requested_at=now)
+    asked = Video.objects.filter(Q(annotation_requested_at__isnull=True)
+                                 | Q(annotation_requested_at__lt=retry_before),
+                                 job=job).update(annotation_requested_at=now)
     if asked and not dispatch.send(dispatch.ANNOTATE_VIDEO, str(job.pk)):
-        Job.objects.filter(pk=job.pk).update(annotation_requested_at=None)
+        Video.objects.filter(job=job).update(annotation_requested_at=None)
         raise queue_unavailable()
     return bool(asked)
 

@@ -34,6 +34,7 @@ def process_video_part(self, job_id: str, index: int) -> None:
 
 @shared_task(name="videos.annotate_video", acks_late=True)
 def annotate_video(job_id: str) -> None:
-    job = Job.objects.filter(pk=job_id, status=Job.Status.SUCCEEDED).first()
-    if job is not None and not job.annotated_file:
+    job = Job.objects.select_related("video").filter(
+        pk=job_id, kind=Job.Kind.VIDEO, status=Job.Status.SUCCEEDED).first()
+    if job is not None and not job.video.annotated_file:
         services.annotate_job(job=job)

@@ -68,8 +68,8 @@ class JobAnnotatedView(APIView):
         job = job_selectors.job_get(user=request.user, job_id=job_id)
         if job.kind != Job.Kind.VIDEO:
             raise ApiError("not_a_video_job", "annotated videos exist for video jobs only")
-        if job.annotated_file:
-            response = FileResponse(default_storage.open(job.annotated_file.name, "rb"),
+        if job.video.annotated_file:
+            response = FileResponse(default_storage.open(job.video.annotated_file.name, "rb"),
                                     content_type="video/mp4")
             response["Content-Disposition"] = f'inline; filename="{job.pk}-annotated.mp4"'
             return response
