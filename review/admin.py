@@ -25,7 +25,7 @@ from django.utils.html import format_html, format_html_join
 
 from jobs.catalog import class_names, installed_models
 from jobs.models import Detection, Job, WorkerHeartbeat
-from review import dashboard, views
+from review import actions, dashboard, views
 from review import services as review
 from review.models import AddedBox, ReviewEvent
 
@@ -170,10 +170,11 @@ class JobAdmin(admin.ModelAdmin):
 
     # --- pages -----------------------------------------------------------------------------
     def get_urls(self):
-        return [*views.JobPages(self).urls(), *super().get_urls()]
+        return [*views.JobPages(self).urls(), *actions.ReviewActions(self).urls(),
+                *super().get_urls()]
 
     def _job(self, request, job_id) -> Job:
-        return views.JobPages(self).job(request, job_id)
+        return views.visible_job(self, request, job_id)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         job = self._job(request, object_id)

@@ -105,10 +105,11 @@ def box_remove(*, box: AddedBox, user) -> None:
 
 
 @transaction.atomic
-def job_mark_reviewed(*, job: Job, user) -> None:
-    ReviewMark.objects.update_or_create(job=job, defaults={"reviewed_by": user,
-                                                           "reviewed_at": timezone.now()})
+def job_mark_reviewed(*, job: Job, user) -> ReviewMark:
+    mark, _ = ReviewMark.objects.update_or_create(
+        job=job, defaults={"reviewed_by": user, "reviewed_at": timezone.now()})
     ReviewEvent.objects.create(job=job, action=ReviewEvent.Action.MARK_REVIEWED, user=user)
+    return mark
 
 
 def job_rerun(*, job: Job, user, model_name: str | None = None,

@@ -1,21 +1,19 @@
 """The dashboard's pages beside the admin's job list and job page: the overview, the media
-(staff only: uploads are never served publicly), review changes (POST) and exports. They
-are served under the JobAdmin's URLs, with its permission checks."""
+(staff only: uploads are never served publicly) and exports; the review changes are
+``review.actions``. They are served under the JobAdmin's URLs, with its permission
+checks."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from django.contrib import messages
 from django.core.files.storage import default_storage
 from django.db.models import Count
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
-from django.views.decorators.http import require_POST
 
 from core.errors import ApiError
 from jobs import selectors as job_selectors
@@ -25,8 +23,6 @@ from jobs.services import annotated_name
 from jobs.thumbnails import thumbnail_name
 from review import dashboard
 from review import services as review
-from review.models import AddedBox
-from videos.services import annotation_request
 
 
 def export_response(queryset, fmt: str) -> HttpResponse:
@@ -36,6 +32,17 @@ def export_response(queryset, fmt: str) -> HttpResponse:
     response = HttpResponse(data, content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="pmr-{fmt}-{stamp}.zip"'
     return response
+
+
+def visible_job(model_admin, request, job_id, *, change: bool = False) -> Job:
+    """The job, if the user may see it (change it): else a 404, like a missing one."""
+    job = get_object_or_404(Job.objects.select_related(
+        "owner", "video", "review_mark__reviewed_by", "parent"), pk=job_id)
+    allowed = (model_admin.has_change_permission(request, job) if change
+               else model_admin.has_view_permission(request, job))
+    if not allowed:
+        raise Http404
+    return job
 
 
 class JobPages:
@@ -53,22 +60,12 @@ class JobPages:
                  name="jobs_job_frame"),
             path("<uuid:job_id>/annotated", view(self.annotated_video),
                  name="jobs_job_annotated"),
-            path("<uuid:job_id>/review", view(require_POST(self.review_post)),
-                 name="jobs_job_review"),
             path("<uuid:job_id>/export/<str:fmt>", view(self.export_one),
                  name="jobs_job_export"),
         ]
 
-    def job(self, request, job_id, *, change: bool = False) -> Job:
-        """The job, if the user may see it (change it): else a 404, like a missing one."""
-        job = get_object_or_404(Job.objects.select_related(
-            "owner", "video", "review_mark__reviewed_by", "parent"),
-                                pk=job_id)
-        allowed = (self.admin.has_change_permission(request, job) if change
-                   else self.admin.has_view_permission(request, job))
-        if not allowed:
-            raise Http404
-        return job
+    def job(self, request, job_id) -> Job:
+        return visible_job(self.admin, request, job_id)
 
     @staticmethod
     def file(name: str, content_type: str) -> FileResponse:
@@ -114,51 +111,6 @@ class JobPages:
         response = HttpResponse(data, content_type="image/jpeg")
         response["Cache-Control"] = "private, max-age=86400"
         return response
-
-    # --- review changes (POST) ------------------------------------------------------------
-    def review_post(self, request, job_id):
-        job = self.job(request, job_id, change=True)
-        back = reverse("admin:jobs_job_change", args=[job.pk])
-        frame = request.POST.get("frame_index", "0")
-        if job.kind == Job.Kind.VIDEO:
-            back += f"?frame={frame}"
-        action = request.POST.get("action", "")
-        try:
-            if action in review.REVIEW_ACTIONS:
-                detection = get_object_or_404(Detection, pk=request.POST.get("detection"),
-                                              job=job)
-                review.detection_review(detection=detection, user=request.user, action=action,
-                                        label=request.POST.get("label"))
-            elif action == "add_box":
-                review.box_add(job=job, user=request.user, label=request.POST.get("label", ""),
-                               frame_index=int(frame), **{
-                                   k: float(request.POST.get(k, "nan"))
-                                   for k in ("x1", "y1", "x2", "y2")})
-            elif action == "remove_box":
-                box = get_object_or_404(AddedBox, pk=request.POST.get("box"), job=job)
-                review.box_remove(box=box, user=request.user)
-            elif action == "annotate":
-                if annotation_request(job=job):
-                    messages.success(request, "The annotated video is being rendered; reload "
-                                              "this page in a while.")
-                else:
-                    messages.info(request, "The annotated video was asked for recently.")
-            elif action == "mark_reviewed":
-                review.job_mark_reviewed(job=job, user=request.user)
-                messages.success(request, "Marked reviewed.")
-            elif action == "rerun":
-                threshold = request.POST.get("min_confidence") or None
-                rerun = review.job_rerun(job=job, user=request.user,
-                                         model_name=request.POST.get("model") or None,
-                                         min_confidence=float(threshold) if threshold else None)
-                messages.success(request, format_html(
-                    'Re-run queued: <a href="{}">job {}</a>.',
-                    reverse("admin:jobs_job_change", args=[rerun.pk]), rerun.pk))
-            else:
-                messages.error(request, f"Unknown action {action!r}.")
-        except (ApiError, ValueError) as exc:
-            messages.error(request, str(getattr(exc, "message", exc)))
-        return HttpResponseRedirect(back)
 
     def export_one(self, request, job_id, fmt):
         job = self.job(request, job_id)

@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 
 from jobs.models import Detection, Job
 from review.models import AddedBox, ReviewEvent
-from tests.factories import JobFactory, UserFactory, image_job_with_detections
+from tests.factories import DetectionFactory, JobFactory, UserFactory, image_job_with_detections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,8 +37,17 @@ def dog_job(darknet_dir, tiny_paths):
     return image_job_with_detections(darknet_dir / "dog.jpg", tiny_paths, "test")
 
 
-def post_review(client, job, **data):
-    return client.post(reverse("admin:jobs_job_review", args=[job.pk]), data)
+def post_review(client, job, *, action, as_json=False, **data):
+    """POST one review change to its endpoint, as the job page's forms do (or as its
+    script does, with ``as_json=True``)."""
+    if action in ("confirm", "reject", "relabel", "reset"):
+        args = [job.pk, data.pop("detection")]
+    elif action == "remove_box":
+        args = [job.pk, data.pop("box")]
+    else:
+        args = [job.pk]
+    headers = {"Accept": "application/json"} if as_json else {}
+    return client.post(reverse(f"admin:jobs_job_{action}", args=args), data, headers=headers)
 
 
 def originals(job):
@@ -80,6 +89,63 @@ def test_a_missed_box_can_be_added_and_removed(admin_client, dog_job, reviewer):
     box.refresh_from_db()
     assert box.removed_at is not None  # kept, as history
     assert [e.action for e in ReviewEvent.objects.order_by("id")] == ["add_box", "remove_box"]
+
+
+def test_a_script_gets_each_change_back_as_json_and_bad_fields_as_a_400(admin_client,
+                                                                       dog_job, reviewer):
+    first = Detection.objects.filter(job=dog_job).order_by("-confidence").first()
+    response = post_review(admin_client, dog_job, action="relabel", detection=first.pk,
+                           label="bus", as_json=True)
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert (answer["id"], answer["label"], answer["review_status"], answer["review_label"],
+            answer["reviewed_by"]) == (first.pk, first.label, "relabelled", "bus", "reviewer")
+    refused = post_review(admin_client, dog_job, action="relabel", detection=first.pk,
+                          label="unicorn", as_json=True)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "invalid_parameters"
+    assert "unicorn" in refused.json()["error"]["message"]
+    first.refresh_from_db()
+    assert first.review_label == "bus"  # the refused change left it as it was
+
+    bad = post_review(admin_client, dog_job, action="add_box", label="cat", x1="left",
+                      y1="1", x2="50", y2="60", as_json=True)
+    assert bad.status_code == 400 and "x1" in bad.json()["error"]["details"]
+    added = post_review(admin_client, dog_job, action="add_box", label="cat", x1="5", y1="6",
+                        x2="50", y2="60", as_json=True)
+    assert added.status_code == 201
+    assert added.json()["box"] == {"x1": 5.0, "y1": 6.0, "x2": 50.0, "y2": 60.0}
+    assert AddedBox.objects.get().label == "cat"
+    removed = post_review(admin_client, dog_job, action="remove_box", box=added.json()["id"],
+                          as_json=True)
+    assert removed.json()["removed"] is True
+    marked = post_review(admin_client, dog_job, action="mark_reviewed", as_json=True)
+    assert marked.status_code == 200 and marked.json()["reviewed_by"] == "reviewer"
+    assert [e.action for e in ReviewEvent.objects.order_by("id")] == [
+        "relabel", "add_box", "remove_box", "mark_reviewed"]
+
+
+def test_a_change_needs_a_post_the_change_permission_and_a_detection_of_that_job(
+        admin_client, dog_job):
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    viewer = UserFactory(username="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_job"))
+    client = Client()
+    client.force_login(viewer)
+    mine = Detection.objects.filter(job=dog_job).first()
+    assert client.get(reverse("admin:jobs_job_change", args=[dog_job.pk])).status_code == 200
+    assert post_review(client, dog_job, action="confirm", detection=mine.pk).status_code == 404
+    other = JobFactory()
+    foreign = DetectionFactory(job=other)
+    url = reverse("admin:jobs_job_confirm", args=[dog_job.pk, foreign.pk])
+    assert admin_client.post(url).status_code == 404
+    assert admin_client.get(url).status_code == 405
+    assert not ReviewEvent.objects.exists()
+    annotate = post_review(admin_client, dog_job, action="annotate", as_json=True)
+    assert annotate.status_code == 400
+    assert annotate.json()["error"]["code"] == "not_a_video_job"
 
 
 def unzip(response) -> zipfile.ZipFile:
@@ -322,7 +388,8 @@ def test_a_video_without_an_annotated_video_can_ask_for_one(admin_client, eager_
     job_id = api.post("/api/detect/video", {"video": SimpleUploadedFile("c.mp4", clip)},
                       format="multipart").json()["id"]
     page = admin_client.get(reverse("admin:jobs_job_change", args=[job_id]))
-    assert b'value="annotate"' in page.content and b"<video" not in page.content
+    annotate = reverse("admin:jobs_job_annotate", args=[job_id]).encode()
+    assert annotate in page.content and b"<video" not in page.content
     post_review(admin_client, Job.objects.get(pk=job_id), action="annotate", frame_index="0")
     page = admin_client.get(reverse("admin:jobs_job_change", args=[job_id]))
     assert b"<video" in page.content  # rendered (inline here), and now played in the page
@@ -335,7 +402,8 @@ def test_undo_puts_a_detection_back_unreviewed_and_the_history_keeps_both(admin_
     detection = Detection.objects.filter(job=dog_job).order_by("-confidence").first()
     post_review(admin_client, dog_job, action="relabel", detection=detection.pk, label="bus")
     page = admin_client.get(reverse("admin:jobs_job_change", args=[dog_job.pk]))
-    assert b'value="reset"' in page.content  # the Undo button of the reviewed detection
+    undo = reverse("admin:jobs_job_reset", args=[dog_job.pk, detection.pk]).encode()
+    assert undo in page.content  # the Undo button of the reviewed detection
     post_review(admin_client, dog_job, action="reset", detection=detection.pk)
     detection.refresh_from_db()
     assert (detection.review_status, detection.review_label, detection.reviewed_by) == (
@@ -346,15 +414,13 @@ def test_undo_puts_a_detection_back_unreviewed_and_the_history_keeps_both(admin_
     text = history.content.decode()
     section = text[text.index('id="pmr-history"'):]
     assert "relabel" in section and "reset" in section and "→ bus" in section
-    assert b'value="reset"' not in history.content  # nothing left to undo
+    assert undo not in history.content  # nothing left to undo
 
 
 def test_the_job_list_filters_and_searches(admin_client, reviewer):
     from datetime import timedelta
 
     from django.utils import timezone
-
-    from tests.factories import DetectionFactory
 
     alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
     garden = JobFactory(owner=alice, original_filename="garden.jpg")

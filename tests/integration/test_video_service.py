@@ -217,8 +217,10 @@ def _admin(service) -> requests.Session:
     return session
 
 
-def _review(session: requests.Session, service, job_id: str, **fields) -> requests.Response:
-    answer = session.post(f"{service.base_url}/admin/jobs/job/{job_id}/review",
+def _review(session: requests.Session, service, job_id: str, action: str,
+            **fields) -> requests.Response:
+    """A review change posted as the job page's form does (``action``: its endpoint)."""
+    answer = session.post(f"{service.base_url}/admin/jobs/job/{job_id}/{action}",
                           data={**fields, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
                           timeout=60)
     assert answer.status_code == 200, answer.text[:500]  # the job's page, after the redirect
