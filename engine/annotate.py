@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import colorsys
 from collections.abc import Iterable
 
 import cv2
@@ -10,12 +9,29 @@ import numpy as np
 
 from .types import Detection
 
+# One colour per class, the same on every page, in the annotated videos and in the
+# dashboard's script: Okabe and Ito's colour-blind-safe set, then Paul Tol's muted
+# colours that stay apart from it. Class ids cycle through it; neighbouring ids (person,
+# bicycle, car, motorbike, bus, train, truck in COCO) never share a colour.
+PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
+           "#332288", "#999933", "#CC6677", "#882255", "#117733")
+
 
 def label_colour(class_id: int) -> tuple[int, int, int]:
-    """A stable, well-separated RGB colour per class (golden-ratio hue steps)."""
-    hue = (class_id * 0.618033988749895) % 1.0
-    red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
-    return int(red * 255), int(green * 255), int(blue * 255)
+    """The class's RGB colour (PALETTE)."""
+    code = PALETTE[class_id % len(PALETTE)]
+    return int(code[1:3], 16), int(code[3:5], 16), int(code[5:7], 16)
+
+
+def text_colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever contrasts more with ``rgb`` (WCAG relative luminance)."""
+    def linear(channel: int) -> float:
+        value = channel / 255
+        return value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
+    red, green, blue = (linear(c) for c in rgb)
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    # Contrast with black (L + 0.05) / 0.05 against white's 1.05 / (L + 0.05).
+    return (0, 0, 0) if (luminance + 0.05) ** 2 > 0.0525 else (255, 255, 255)
 
 
 def draw_detections(image: np.ndarray, detections: Iterable[Detection]) -> np.ndarray:
@@ -42,5 +58,5 @@ def draw_detections(image: np.ndarray, detections: Iterable[Detection]) -> np.nd
         cv2.rectangle(canvas, (x1, text_top), (x1 + text_w + 2, text_top + text_h + baseline + 2),
                       colour, -1)
         cv2.putText(canvas, text, (x1 + 1, text_top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX,
-                    font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+                    font_scale, text_colour(colour), thickness, cv2.LINE_AA)
     return canvas

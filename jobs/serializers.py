@@ -160,6 +160,8 @@ def _absolute(context: dict, path: str) -> str:
 
 class JobSerializer(serializers.ModelSerializer):
     status_url = serializers.SerializerMethodField()
+    review_url = serializers.SerializerMethodField(
+        help_text="the job's page in the review dashboard (staff only)")
     image = serializers.SerializerMethodField()
     video = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
@@ -169,13 +171,17 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = ("id", "kind", "status", "status_url", "created_at", "started_at",
+        fields = ("id", "kind", "status", "status_url", "review_url", "created_at", "started_at",
                   "finished_at", "original_filename", "image", "video", "progress", "model",
                   "params", "timing", "error")
 
     @extend_schema_field(serializers.URLField())
     def get_status_url(self, job: Job) -> str:
         return _absolute(self.context, reverse("job-detail", args=[job.pk]))
+
+    @extend_schema_field(serializers.URLField())
+    def get_review_url(self, job: Job) -> str:
+        return _absolute(self.context, reverse("admin:jobs_job_change", args=[job.pk]))
 
     @extend_schema_field(ImageSizeSerializer(allow_null=True))
     def get_image(self, job: Job) -> dict | None:

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_POST
 from core.errors import ApiError, error_body
 from jobs.models import Detection, Job
 from review import services as review
+from review.api import box_json, detection_json
 from review.models import AddedBox
 from review.views import visible_job
 from videos.services import annotation_request
@@ -44,22 +45,6 @@ class AddBoxForm(forms.Form):
 class RerunForm(forms.Form):
     model = forms.CharField(required=False, max_length=64)
     min_confidence = forms.FloatField(required=False, min_value=0.0, max_value=0.999)
-
-
-def detection_json(detection: Detection) -> dict:
-    return {"id": detection.pk, "label": detection.label, "confidence": detection.confidence,
-            "review_status": detection.review_status,
-            "review_label": detection.review_label or None,
-            "reviewed_by": detection.reviewed_by.get_username() if detection.reviewed_by
-            else None,
-            "reviewed_at": detection.reviewed_at.isoformat() if detection.reviewed_at else None}
-
-
-def box_json(box: AddedBox) -> dict:
-    return {"id": box.pk, "label": box.label, "frame_index": box.frame_index,
-            "box": {"x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2},
-            "created_by": box.created_by.get_username() if box.created_by else None,
-            "removed": box.removed_at is not None}
 
 
 class Done:

@@ -25,12 +25,11 @@ from django.utils.html import format_html, format_html_join
 
 from jobs.catalog import class_names, installed_models
 from jobs.models import Detection, Job, WorkerHeartbeat
-from review import actions, dashboard, views
+from review import actions, api, dashboard, views
 from review import services as review
-from review.models import AddedBox, ReviewEvent
+from review.models import ReviewEvent
 
 THUMBNAIL_SIZE = 96
-FRAME_DETECTION_LIMIT = 500  # boxes drawn and listed on one image or frame
 class LabelFilter(admin.SimpleListFilter):
     title = "label present"
     parameter_name = "label"
@@ -171,36 +170,32 @@ class JobAdmin(admin.ModelAdmin):
     # --- pages -----------------------------------------------------------------------------
     def get_urls(self):
         return [*views.JobPages(self).urls(), *actions.ReviewActions(self).urls(),
-                *super().get_urls()]
+                *api.ReviewData(self).urls(), *super().get_urls()]
 
     def _job(self, request, job_id) -> Job:
         return views.visible_job(self, request, job_id)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The job's review page: its facts here, the rest drawn by review/static/review/
+        app.js from ``page_data`` and the first frame's boxes (then from review.api)."""
         job = self._job(request, object_id)
-        names = dashboard.class_names_of(job)
+        can_change = self.has_change_permission(request, job)
         frame_index = dashboard.chosen_frame(job, request.GET.get("frame", ""))
-        detections = list(Detection.objects.filter(job=job, frame_index=frame_index)
-                          .select_related("reviewed_by")
-                          .order_by("-confidence", "id")[:FRAME_DETECTION_LIMIT])
-        added = list(AddedBox.objects.filter(job=job, frame_index=frame_index,
-                                             removed_at__isnull=True).select_related("created_by"))
-        image_url = (reverse("admin:jobs_job_input", args=[job.pk])
-                     if job.kind == Job.Kind.IMAGE
-                     else reverse("admin:jobs_job_frame", args=[job.pk, frame_index]))
+        page = api.page_data(job, can_change=can_change)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta, "title": f"{job.kind.capitalize()} job {job.pk}",
-            "job": job, "names": names, "frame_index": frame_index,
-            "detections": detections, "added_boxes": added,
-            "overlay": dashboard.overlay(job, detections, added, image_url),
+            "is_nav_sidebar_enabled": False,  # the picture gets the width
+            "job": job, "names": page["names"], "frame_index": frame_index,
+            "page_data": page, "frame_data": api.frame_answer(job, frame_index),
+            "media": page["media"],
+            "labels_present": [lane["label"] for lane in page.get("lanes", ())]
+            or sorted(set(Detection.objects.filter(job=job).values_list("label", flat=True))),
             "events": ReviewEvent.objects.filter(job=job).select_related(
-                "user", "detection", "added_box")[:50],
-            "counts": Detection.objects.filter(job=job).aggregate(
-                total=Count("id")),
-            "timeline": dashboard.timeline(job) if job.kind == Job.Kind.VIDEO else None,
+                "user", "detection", "added_box")[:api.HISTORY_EVENTS],
+            "counts": Detection.objects.filter(job=job).aggregate(total=Count("id")),
             "models": installed_models(),
-            "can_change": self.has_change_permission(request, job),
+            "can_change": can_change,
             "reruns": list(job.reruns.all().only("id", "status", "created_at")),
         }
         return TemplateResponse(request, "admin/jobs/job/review.html", context)

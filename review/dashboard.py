@@ -1,26 +1,26 @@
-"""What the dashboard's pages show, computed from the records: the boxes over an image or a
-frame, a video's timeline, the frame to show, the overview's days. The pages' markup (SVG
-included) is in the templates."""
+"""What the dashboard's pages show, computed from the records: the frame a job's page opens
+on, and the overview's series and charts (server-side SVG with pygal, so the page needs no
+script and no chart code is kept in the repository)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from django.db.models import Count, F
-from django.db.models.functions import TruncDate
+import pygal
+from django.db.models import Count, F, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+from pygal.style import Style
 
-from engine.annotate import label_colour
-from jobs import selectors as job_selectors
+from engine.annotate import PALETTE
 from jobs.catalog import class_names
 from jobs.models import Detection, Job
+from review.models import ReviewEvent, ReviewMark
 
-TIMELINE_BUCKETS = 120
-TIMELINE_LABELS = 8
-
-
-def css_colour(class_id: int) -> str:
-    red, green, blue = label_colour(class_id)
-    return f"rgb({red},{green},{blue})"
+CHART_STYLE = Style(background="white", plot_background="white", foreground="#222",
+                    foreground_strong="#111", foreground_subtle="#666", colors=PALETTE,
+                    font_family="sans-serif", label_font_size=12, major_label_font_size=12,
+                    legend_font_size=12, title_font_size=14, value_font_size=11)
 
 
 def class_names_of(job: Job) -> list[str]:
@@ -45,92 +45,101 @@ def chosen_frame(job: Job, wanted: str) -> int:
     return busiest["frame_index"] if busiest else 0
 
 
-
-@dataclass(frozen=True)
-class Box:
-    """One box as the overlay draws it."""
-
-    kind: str  # "detection" or "added"
-    pk: int
-    x: float
-    y: float
-    width: float
-    height: float
-    colour: str
-    text: str
-    text_x: float = 0
-    text_y: float = 0
-    status: str = ""
-    rejected: bool = False
+def _hours(now: datetime, hours: int) -> list[datetime]:
+    # Truncated in the current time zone, as TruncHour does.
+    last = timezone.localtime(now).replace(minute=0, second=0, microsecond=0)
+    return [last - timedelta(hours=h) for h in range(hours - 1, -1, -1)]
 
 
-def overlay(job: Job, detections, added, image_url: str) -> dict:
-    """The picture with its boxes (templates/admin/jobs/job/overlay.html draws them): model
-    boxes (dashed when rejected, with the new label when relabelled) and added boxes."""
-    width, height = job.width or 1, job.height or 1
-    stroke = max(1.5, min(width, height) / 250)
-    font = max(10.0, min(width, height) / 40)
-    boxes = []
-    for d in detections:
-        relabelled = d.review_status == Detection.Review.RELABELLED
-        label = d.review_label if relabelled else d.label
-        mark = {"confirmed": " ✓", "rejected": " ✗", "relabelled": f" (was {d.label})"}.get(
-            d.review_status, "")
-        boxes.append(Box("detection", d.pk, d.x1, d.y1, d.x2 - d.x1, d.y2 - d.y1,
-                         css_colour(d.review_class_id if relabelled else d.class_id),
-                         f"{label} {d.confidence:.2f}{mark}", d.x1 + 2, max(font, d.y1 - 3),
-                         d.review_status, d.review_status == Detection.Review.REJECTED))
-    boxes += [Box("added", b.pk, b.x1, b.y1, b.x2 - b.x1, b.y2 - b.y1, css_colour(b.class_id),
-                  f"+ {b.label}", b.x1 + 2, max(font, b.y1 - 3)) for b in added]
-    return {"width": width, "height": height, "image_url": image_url, "boxes": boxes,
-            "stroke": stroke, "added_stroke": 2 * stroke, "font": font, "outline": font / 8}
+def per_hour(now: datetime, hours: int = 48) -> dict:
+    """Per hour: jobs created by kind, video frames processed and the frames/s they ran at
+    (the videos that finished in that hour)."""
+    since = now - timedelta(hours=hours)
+    slots = _hours(now, hours)
+    created = (Job.objects.filter(created_at__gte=since).annotate(hour=TruncHour("created_at"))
+               .values("hour", "kind").annotate(n=Count("id")).order_by())
+    jobs = {kind: dict.fromkeys(slots, 0) for kind in Job.Kind.values}
+    for row in created:
+        if row["hour"] in jobs[row["kind"]]:
+            jobs[row["kind"]][row["hour"]] = row["n"]
+    videos = (Job.objects.filter(kind=Job.Kind.VIDEO, finished_at__gte=since)
+              .annotate(hour=TruncHour("finished_at")).values("hour")
+              .annotate(frames=Sum("video__frames_done"), ms=Sum("video__processing_ms"))
+              .order_by())
+    frames = dict.fromkeys(slots, 0)
+    rate: dict = dict.fromkeys(slots)
+    for row in videos:
+        if row["hour"] in frames:
+            frames[row["hour"]] = row["frames"] or 0
+            rate[row["hour"]] = (round(row["frames"] / (row["ms"] / 1000), 1)
+                                 if row["frames"] and row["ms"] else None)
+    return {"hours": slots, "jobs": {k: list(v.values()) for k, v in jobs.items()},
+            "frames": list(frames.values()), "frames_per_second": list(rate.values())}
 
 
-def timeline(job: Job) -> dict | None:
-    """Detections per label over time (bucketed), as SVG polylines with clickable
-    columns that choose the frame shown."""
-    duration = max(job.video.duration_ms or 0, 1)
-    # Never finer than the processed frames, or the lines fall to zero between them.
-    frame_ms = job_selectors.frame_interval_ms(job)
-    bucket_ms = max(1, -(-duration // TIMELINE_BUCKETS), -(-round(frame_ms) // 1))
-    top = list(Detection.objects.filter(job=job).values("label", "class_id")
-               .annotate(n=Count("id")).order_by("-n")[:TIMELINE_LABELS])
-    if not top:
-        return None
-    labels = [row["label"] for row in top]
-    rows = (Detection.objects.filter(job=job, label__in=labels)
-            .annotate(bucket=F("timestamp_ms") / bucket_ms)
-            .values("label", "bucket").annotate(n=Count("id")))
-    series: dict[str, dict[int, int]] = {label: {} for label in labels}
-    for row in rows:
-        series[row["label"]][int(row["bucket"])] = row["n"]
-    peak = max((n for values in series.values() for n in values.values()), default=1)
-    buckets = -(-duration // bucket_ms)
-    width, height = 960, 160
-    step = width / buckets
-    lines = []
-    for row in top:
-        values = series[row["label"]]
-        scale = (height - 16) / peak
-        points = " ".join(f"{(b + 0.5) * step:.1f},{height - 8 - scale * values.get(b, 0):.1f}"
-                          for b in range(buckets))
-        lines.append({"label": row["label"], "colour": css_colour(row["class_id"]),
-                      "points": points, "count": row["n"]})
-    columns = [{"x": b * step, "frame": int(b * bucket_ms * (job.video.fps or 25) / 1000),
-                "time": f"{b * bucket_ms / 1000:.1f}"} for b in range(buckets)]
-    return {"width": width, "height": height, "step": step, "lines": lines,
-            "columns": columns, "peak": peak, "bucket_ms": bucket_ms}
+def review_progress(since: datetime) -> dict:
+    """Succeeded jobs marked reviewed out of all succeeded, and each reviewer's changes."""
+    succeeded = Job.objects.filter(status=Job.Status.SUCCEEDED)
+    reviewers = (ReviewEvent.objects.filter(created_at__gte=since, user__isnull=False)
+                 .values(name=F("user__username")).annotate(n=Count("id")).order_by("-n")[:10])
+    return {"total": succeeded.count(),
+            "reviewed": ReviewMark.objects.filter(job__status=Job.Status.SUCCEEDED).count(),
+            "reviewers": [(row["name"], row["n"]) for row in reviewers]}
 
 
-def jobs_per_day(since) -> list[dict]:
-    """Jobs created per day and kind since a moment, with each day's share of the peak."""
-    per_day = (Job.objects.filter(created_at__gte=since).annotate(day=TruncDate("created_at"))
-               .values("day", "kind").annotate(n=Count("id")).order_by("day"))
-    days: dict = {}
-    for row in per_day:
-        days.setdefault(row["day"], {"image": 0, "video": 0})[row["kind"]] = row["n"]
-    peak = max((sum(v.values()) for v in days.values()), default=1)
-    return [{"day": day, "image": v["image"], "video": v["video"],
-             "total": v["image"] + v["video"],
-             "percent": round(100 * (v["image"] + v["video"]) / peak)}
-            for day, v in sorted(days.items())]
+def _render(chart) -> str:
+    return chart.render(is_unicode=True)
+
+
+def _whole_numbers(values) -> list[int]:
+    """Counts on a y axis: whole numbers, about five of them."""
+    top = max([v or 0 for v in values], default=0)
+    step = max(1, -(-top // 5))
+    return list(range(0, top + step + 1, step))
+
+
+def _chart(kind, title: str, **options):
+    settings = {"width": 720, "height": 300, "show_legend": True, "legend_at_bottom": True,
+                "no_data_text": "nothing yet", "truncate_label": -1, **options}
+    return kind(style=CHART_STYLE, title=title, js=[], disable_xml_declaration=True,
+                explicit_size=False, print_values=False, **settings)
+
+
+def overview_charts(*, hourly: dict, labels: list[tuple[str, int]], progress: dict,
+                    queue: dict[str, int]) -> dict[str, str]:
+    """The overview's charts, as SVG markup to put in the page."""
+    # One label every 6 hours (the day where it starts), the other hours unlabelled.
+    stamps = [(f"{h:%d %b}" if not h.hour else f"{h:%H}:00") if not h.hour % 6 else ""
+              for h in hourly["hours"]]
+    totals = [sum(counts) for counts in zip(*hourly["jobs"].values(), strict=True)]
+    jobs = _chart(pygal.StackedBar, "Jobs submitted per hour (last 48 h)", x_labels=stamps,
+                  y_labels=_whole_numbers(totals))
+    for kind, counts in hourly["jobs"].items():
+        jobs.add(f"{kind}s", counts)
+    frames = _chart(pygal.Bar, "Video frames processed per hour, and frames/s",
+                    x_labels=stamps, y_labels=_whole_numbers(hourly["frames"]),
+                    secondary_range=(0, max([v or 0 for v in hourly["frames_per_second"]],
+                                            default=0) * 1.2 or 1))
+    frames.add("frames", hourly["frames"])
+    frames.add("frames/s", hourly["frames_per_second"], secondary=True)
+    per_label = _chart(pygal.HorizontalBar, "Detections per label (last 30 days)",
+                       show_legend=False)
+    per_label.x_labels = [name for name, _ in labels][::-1]
+    per_label.add("detections", [n for _, n in labels][::-1])
+    reviewed = _chart(pygal.HorizontalStackedBar,
+                      f"Review progress: {progress['reviewed']} of {progress['total']} "
+                      "succeeded jobs reviewed", height=160)
+    reviewed.x_labels = ["jobs"]
+    reviewed.add("reviewed", [progress["reviewed"]])
+    reviewed.add("waiting", [max(0, progress["total"] - progress["reviewed"])])
+    people = _chart(pygal.HorizontalBar, "Review changes per reviewer (last 30 days)",
+                    show_legend=False)
+    people.x_labels = [name for name, _ in progress["reviewers"]][::-1]
+    people.add("changes", [n for _, n in progress["reviewers"]][::-1])
+    depth = _chart(pygal.Bar, "Work waiting now", show_legend=False,
+                   y_labels=_whole_numbers(queue.values()))
+    depth.x_labels = list(queue)
+    depth.add("count", list(queue.values()))
+    return {"jobs": _render(jobs), "frames": _render(frames), "labels": _render(per_label),
+            "reviewed": _render(reviewed), "reviewers": _render(people),
+            "queue": _render(depth)}

@@ -5,11 +5,12 @@ checks."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django.core.files.storage import default_storage
 from django.db.models import Count
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -32,6 +33,23 @@ def export_response(queryset, fmt: str) -> HttpResponse:
     response = HttpResponse(data, content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="pmr-{fmt}-{stamp}.zip"'
     return response
+
+
+# One byte range, as browsers ask for a video's: "bytes=100-", "bytes=100-199", "bytes=-500".
+RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _chunks(stream, length: int, size: int = 1 << 16):
+    """``length`` bytes of ``stream`` from where it is, in pieces; then it is closed."""
+    try:
+        while length > 0:
+            piece = stream.read(min(size, length))
+            if not piece:
+                break
+            length -= len(piece)
+            yield piece
+    finally:
+        stream.close()
 
 
 def visible_job(model_admin, request, job_id, *, change: bool = False) -> Job:
@@ -68,12 +86,33 @@ class JobPages:
         return visible_job(self.admin, request, job_id)
 
     @staticmethod
-    def file(name: str, content_type: str) -> FileResponse:
+    def file(request, name: str, content_type: str) -> HttpResponse:
+        """A stored file, with byte ranges (RFC 9110) so that a video can be seeked."""
         try:
             stream = default_storage.open(name, "rb")
         except FileNotFoundError:
             raise Http404 from None
-        response = FileResponse(stream, content_type=content_type)
+        wanted = RANGE.fullmatch(request.headers.get("Range", "").strip())
+        if wanted is None:
+            response: HttpResponse = FileResponse(stream, content_type=content_type)
+        else:
+            size = default_storage.size(name)
+            first, last = wanted.groups()
+            if first:
+                start, end = int(first), min(int(last) if last else size - 1, size - 1)
+            else:  # the last N bytes
+                start, end = max(0, size - int(last or 0)), size - 1
+            if (not last and not first) or start > end or start >= size:
+                stream.close()
+                response = HttpResponse(status=416)
+                response["Content-Range"] = f"bytes */{size}"
+                return response
+            stream.seek(start)
+            response = StreamingHttpResponse(_chunks(stream, end - start + 1), status=206,
+                                             content_type=content_type)
+            response["Content-Range"] = f"bytes {start}-{end}/{size}"
+            response["Content-Length"] = str(end - start + 1)
+        response["Accept-Ranges"] = "bytes"
         response["X-Content-Type-Options"] = "nosniff"
         response["Content-Security-Policy"] = "default-src 'none'; sandbox"
         return response
@@ -82,21 +121,22 @@ class JobPages:
         job = self.job(request, job_id)
         if not job.input_file:
             raise Http404
-        return self.file(job.input_file.name, job.content_type or "application/octet-stream")
+        return self.file(request, job.input_file.name,
+                         job.content_type or "application/octet-stream")
 
     def annotated_video(self, request, job_id):
         job = self.job(request, job_id)
         name = annotated_name(job)
         if not name:
             raise Http404
-        return self.file(name, "video/mp4")
+        return self.file(request, name, "video/mp4")
 
     def thumbnail_image(self, request, job_id):
         """The thumbnail its worker made when the job finished (none: 404)."""
         name = thumbnail_name(self.job(request, job_id))
         if not default_storage.exists(name):
             raise Http404
-        response = self.file(name, "image/jpeg")
+        response = self.file(request, name, "image/jpeg")
         response["Cache-Control"] = "private, max-age=86400"
         return response
 
@@ -121,21 +161,30 @@ class JobPages:
     # --- overview --------------------------------------------------------------------------
     def overview(self, request):
         now = timezone.now()
-        since = now - timedelta(days=14)
         state = job_selectors.service_state(now=now, recent=timedelta(hours=24))
+        queued = {kind: n for kind in Job.Kind.values
+                  if (n := state.count(kind=kind, status=Job.Status.QUEUED))}
+        depths = queue_depths()
+        labels = [(row["label"], row["n"]) for row in Detection.objects.filter(
+            job__created_at__gte=now - timedelta(days=30)).values("label")
+            .annotate(n=Count("id")).order_by("-n")[:10]]
+        progress = dashboard.review_progress(now - timedelta(days=30))
+        waiting_now = {"queued images": queued.get("image", 0),
+                       "queued videos": queued.get("video", 0),
+                       "running": state.count(status=Job.Status.RUNNING),
+                       **{f"broker: {queue}": depth for queue, depth in (depths or {}).items()},
+                       "workers online": len(state.live_workers)}
         context = {
             **self.admin.admin_site.each_context(request), "opts": Job._meta,
-            "title": "Detection overview", "days": dashboard.jobs_per_day(since),
-            "queued": {kind: n for kind in Job.Kind.values
-                       if (n := state.count(kind=kind, status=Job.Status.QUEUED))},
-            "broker_depths": queue_depths(),
+            "title": "Detection overview",
+            "charts": dashboard.overview_charts(hourly=dashboard.per_hour(now), labels=labels,
+                                                progress=progress, queue=waiting_now),
+            "queued": queued, "broker_depths": depths,
             "running": state.count(status=Job.Status.RUNNING),
             "workers": state.live_workers,
             "speed": state.recent,
-            "labels": Detection.objects.filter(job__created_at__gte=now - timedelta(days=30))
-            .values("label").annotate(n=Count("id")).order_by("-n")[:10],
-            "waiting": Job.objects.filter(status=Job.Status.SUCCEEDED,
-                                          review_mark__isnull=True).count(),
+            "labels": labels,
+            "waiting": progress["total"] - progress["reviewed"],
             "waiting_url": reverse("admin:jobs_job_changelist") + "?review=waiting",
         }
         return TemplateResponse(request, "admin/jobs/job/overview.html", context)

@@ -50,6 +50,14 @@ def post_review(client, job, *, action, as_json=False, **data):
     return client.post(reverse(f"admin:jobs_job_{action}", args=args), data, headers=headers)
 
 
+def page_json(response, element_id: str) -> dict:
+    """What the page hands its script (a json_script element)."""
+    html = response.content.decode()
+    start = html.index(f'<script id="{element_id}" type="application/json">')
+    start = html.index(">", start) + 1
+    return json.loads(html[start:html.index("</script>", start)])
+
+
 def originals(job):
     return list(Detection.objects.filter(job=job).order_by("id").values_list(
         "class_id", "label", "confidence", "x1", "y1", "x2", "y2"))
@@ -114,7 +122,7 @@ def test_a_script_gets_each_change_back_as_json_and_bad_fields_as_a_400(admin_cl
     added = post_review(admin_client, dog_job, action="add_box", label="cat", x1="5", y1="6",
                         x2="50", y2="60", as_json=True)
     assert added.status_code == 201
-    assert added.json()["box"] == {"x1": 5.0, "y1": 6.0, "x2": 50.0, "y2": 60.0}
+    assert added.json()["box"] == [5.0, 6.0, 50.0, 60.0]
     assert AddedBox.objects.get().label == "cat"
     removed = post_review(admin_client, dog_job, action="remove_box", box=added.json()["id"],
                           as_json=True)
@@ -254,12 +262,21 @@ def test_a_rerun_whose_message_is_lost_is_sent_again_by_the_watchdog(admin_clien
     assert rerun.status == "succeeded"
 
 
-def test_the_job_page_draws_the_boxes_over_the_image(admin_client, dog_job):
+def test_the_job_page_hands_its_script_the_boxes_the_media_and_the_endpoints(admin_client,
+                                                                            dog_job):
     page = admin_client.get(reverse("admin:jobs_job_change", args=[dog_job.pk]))
     assert page.status_code == 200
-    html = page.content.decode()
-    assert html.count('class="pmr-box"') == Detection.objects.filter(job=dog_job).count()
-    assert reverse("admin:jobs_job_input", args=[dog_job.pk]) in html
+    frame = page_json(page, "pmr-frame")
+    stored = Detection.objects.filter(job=dog_job).order_by("-confidence", "id")
+    assert [d["id"] for d in frame["detections"]] == [d.pk for d in stored]
+    assert frame["detections"][0]["box"] == [stored[0].x1, stored[0].y1, stored[0].x2,
+                                             stored[0].y2]
+    data = page_json(page, "pmr-data")
+    assert data["media"]["image"] == reverse("admin:jobs_job_input", args=[dog_job.pk])
+    assert (data["job"]["width"], data["job"]["height"], len(data["names"])) == (768, 576, 80)
+    assert data["can_change"] is True and data["frames"] == [0]
+    again = admin_client.get(reverse("admin:jobs_job_frame_data", args=[dog_job.pk, 0]))
+    assert again.json() == frame  # the script's own request gives the same
     image = admin_client.get(reverse("admin:jobs_job_input", args=[dog_job.pk]))
     assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
 
@@ -290,6 +307,21 @@ def test_the_worker_that_finishes_a_job_makes_its_thumbnail_and_a_page_makes_non
     missing = admin_client.get(reverse("admin:jobs_job_thumbnail", args=[dog_job.pk]))
     assert missing.status_code == 404
     assert not default_storage.exists(thumbnail_name(dog_job))
+
+
+def test_media_is_served_in_byte_ranges_so_that_a_video_can_be_seeked(admin_client, dog_job):
+    url = reverse("admin:jobs_job_input", args=[dog_job.pk])
+    whole = b"".join(admin_client.get(url).streaming_content)
+    size = len(whole)
+    part = admin_client.get(url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part["Content-Range"] == f"bytes 100-199/{size}"
+    assert b"".join(part.streaming_content) == whole[100:200]
+    tail = admin_client.get(url, headers={"Range": "bytes=-50"})
+    assert b"".join(tail.streaming_content) == whole[-50:]
+    rest = admin_client.get(url, headers={"Range": f"bytes={size - 10}-"})
+    assert b"".join(rest.streaming_content) == whole[-10:] and rest["Content-Length"] == "10"
+    beyond = admin_client.get(url, headers={"Range": f"bytes={size}-"})
+    assert beyond.status_code == 416 and beyond["Content-Range"] == f"bytes */{size}"
 
 
 def test_media_is_for_staff_only(client, dog_job):
@@ -341,20 +373,44 @@ def test_pages_cost_a_fixed_number_of_queries_with_100k_detections(
                   django_assert_max_num_queries, 20)
     count_queries(admin_client, reverse("admin:jobs_job_overview"),
                   django_assert_max_num_queries, 20)
+    # What the page's script asks for as the reviewer works.
+    for name, args, query in (("jobs_job_data", [video.pk], ""),
+                              ("jobs_job_frame_data", [video.pk, 5000], ""),
+                              ("jobs_job_boxes", [video.pk], "?from=4000&to=4250"),
+                              ("jobs_job_review_history", [video.pk], ""),
+                              ("jobs_job_data", [images[0].pk], "")):
+        count_queries(admin_client, reverse(f"admin:{name}", args=args) + query,
+                      django_assert_max_num_queries, 12)
 
 
 def test_the_video_page_has_a_timeline_and_shows_the_chosen_frame(admin_client, busy_database):
     video, _ = busy_database
     page = admin_client.get(reverse("admin:jobs_job_change", args=[video.pk]),
-                            {"frame": 1234}).content.decode()
-    assert 'id="pmr-timeline"' in page and page.count("<polyline") == 4
-    assert reverse("admin:jobs_job_frame", args=[video.pk, 1234]) in page
-    assert page.count('class="pmr-box"') == 10  # that frame's boxes only
+                            {"frame": 1234})
+    assert 'id="pmr-timeline"' in page.content.decode()
+    data = page_json(page, "pmr-data")
+    lanes = {lane["label"]: lane for lane in data["lanes"]}
+    assert set(lanes) == {"person", "car", "dog", "truck"}
+    # Every 40 ms frame has each label: one segment per label, over the whole video.
+    assert all(lane["segments"] == [[0, 375_960, 9_400]] for lane in lanes.values())
+    assert lanes["person"]["count"] == 23_500 and lanes["car"]["class_id"] == 2
+    assert data["frames"] == list(range(9_400)) and data["job"]["frame_interval_ms"] == 40
+    frame = page_json(page, "pmr-frame")
+    assert frame["frame"] == 1234 and len(frame["detections"]) == 10  # that frame's only
+    assert {d["frame_index"] for d in frame["detections"]} == {1234}
+    boxes = admin_client.get(reverse("admin:jobs_job_boxes", args=[video.pk]),
+                             {"from": 100, "to": 200}).json()
+    assert (boxes["from"], boxes["to"], len(boxes["detections"])) == (100, 200, 1000)
+    cut = admin_client.get(reverse("admin:jobs_job_boxes", args=[video.pk]),
+                           {"from": 0, "to": 9400}).json()
+    assert cut["to"] == 500 and len(cut["detections"]) == 5000  # whole frames only
 
 
 def test_the_overview_sums_up_the_service(admin_client, dog_job):
     page = admin_client.get(reverse("admin:jobs_job_overview")).content.decode()
-    assert 'id="pmr-days"' in page and "No worker online." in page
+    assert 'id="pmr-jobs-chart"' in page and "No worker online." in page
+    assert page.count("<svg") >= 6  # the charts, drawn on the server
+    assert "Review progress: 0 of 1 succeeded jobs reviewed" in page
     assert "1 succeeded job(s) not yet reviewed" in page
 
 
@@ -389,10 +445,11 @@ def test_a_video_without_an_annotated_video_can_ask_for_one(admin_client, eager_
                       format="multipart").json()["id"]
     page = admin_client.get(reverse("admin:jobs_job_change", args=[job_id]))
     annotate = reverse("admin:jobs_job_annotate", args=[job_id]).encode()
-    assert annotate in page.content and b"<video" not in page.content
+    annotated = reverse("admin:jobs_job_annotated", args=[job_id]).encode()
+    assert annotate in page.content and annotated not in page.content
     post_review(admin_client, Job.objects.get(pk=job_id), action="annotate", frame_index="0")
     page = admin_client.get(reverse("admin:jobs_job_change", args=[job_id]))
-    assert b"<video" in page.content  # rendered (inline here), and now played in the page
+    assert annotated in page.content  # rendered (inline here), and now linked from the page
     video = admin_client.get(reverse("admin:jobs_job_annotated", args=[job_id]))
     assert video.status_code == 200 and video["Content-Type"] == "video/mp4"
 
@@ -402,8 +459,8 @@ def test_undo_puts_a_detection_back_unreviewed_and_the_history_keeps_both(admin_
     detection = Detection.objects.filter(job=dog_job).order_by("-confidence").first()
     post_review(admin_client, dog_job, action="relabel", detection=detection.pk, label="bus")
     page = admin_client.get(reverse("admin:jobs_job_change", args=[dog_job.pk]))
-    undo = reverse("admin:jobs_job_reset", args=[dog_job.pk, detection.pk]).encode()
-    assert undo in page.content  # the Undo button of the reviewed detection
+    [shown] = [d for d in page_json(page, "pmr-frame")["detections"] if d["id"] == detection.pk]
+    assert (shown["review_status"], shown["review_label"]) == ("relabelled", "bus")
     post_review(admin_client, dog_job, action="reset", detection=detection.pk)
     detection.refresh_from_db()
     assert (detection.review_status, detection.review_label, detection.reviewed_by) == (
@@ -414,7 +471,9 @@ def test_undo_puts_a_detection_back_unreviewed_and_the_history_keeps_both(admin_
     text = history.content.decode()
     section = text[text.index('id="pmr-history"'):]
     assert "relabel" in section and "reset" in section and "→ bus" in section
-    assert undo not in history.content  # nothing left to undo
+    [shown] = [d for d in page_json(history, "pmr-frame")["detections"]
+               if d["id"] == detection.pk]
+    assert (shown["review_status"], shown["review_label"]) == ("unreviewed", None)
 
 
 def test_the_job_list_filters_and_searches(admin_client, reviewer):

@@ -7,46 +7,17 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.files.base import ContentFile
 
 from jobs.models import Detection
 from review.models import AddedBox, ReviewEvent
-from tests.conftest import missing
+from tests.browser.conftest import ARTIFACTS
 from tests.factories import UserFactory, image_job_with_detections
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "browser"
-
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing("playwright is not installed")
-    # Playwright's sync API keeps an event loop on this thread; the ORM calls the test
-    # makes in between are still plain synchronous calls, one at a time.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not Path(CHROMIUM).exists():
-        missing("no Chromium: install the Debian packages chromium and chromium-driver "
-                    "(make test does, as root)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--disable-quic"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-        yield page
-        browser.close()
 
 
 @pytest.fixture
@@ -67,7 +38,7 @@ def test_a_reviewer_confirms_rejects_adds_a_box_and_exports_coco(live_server, br
     page.wait_for_selector("#site-name")
 
     page.goto(f"{live_server.url}/admin/jobs/job/{reviewed_job.pk}/change/")
-    page.wait_for_load_state("networkidle")
+    page.wait_for_selector("body[data-pmr-ready=true]")
     boxes = page.locator("#pmr-overlay g.pmr-box")
     assert boxes.count() == Detection.objects.filter(job=reviewed_job).count() == 6
     page.screenshot(path=str(ARTIFACTS / "01-job-page-with-boxes.png"), full_page=True)
@@ -75,12 +46,18 @@ def test_a_reviewer_confirms_rejects_adds_a_box_and_exports_coco(live_server, br
     rows = page.locator("#pmr-detections tbody tr")
     confirmed_id = rows.nth(0).get_attribute("data-detection")
     rows.nth(0).locator("button.pmr-confirm").click()
-    page.wait_for_load_state("networkidle")
-    rejected_id = page.locator("#pmr-detections tbody tr").nth(1).get_attribute("data-detection")
-    page.locator("#pmr-detections tbody tr").nth(1).locator("button.pmr-reject").click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_selector(f"tr[data-detection='{confirmed_id}'].pmr-confirmed")
+    rejected_id = rows.nth(1).get_attribute("data-detection")
+    rows.nth(1).locator("button.pmr-reject").click()
+    page.wait_for_selector(f"tr[data-detection='{rejected_id}'].pmr-rejected")
+    # Hovering a row highlights its box.
+    rows.nth(2).hover()
+    hovered = rows.nth(2).get_attribute("data-detection")
+    assert "pmr-hover" in page.get_attribute(f"#pmr-overlay g[data-detection='{hovered}']",
+                                             "class")
 
-    # Draw a missed box by dragging over the picture (the form fills itself), then add it.
+    # Draw a missed box by dragging over the picture, then name it.
+    page.click("#pmr-add")
     overlay = page.locator("#pmr-overlay").bounding_box()
     scale = overlay["width"] / 768
     page.mouse.move(overlay["x"] + 20 * scale, overlay["y"] + 30 * scale)
@@ -88,16 +65,12 @@ def test_a_reviewer_confirms_rejects_adds_a_box_and_exports_coco(live_server, br
     page.mouse.move(overlay["x"] + 60 * scale, overlay["y"] + 70 * scale, steps=5)
     page.mouse.move(overlay["x"] + 100 * scale, overlay["y"] + 120 * scale, steps=5)
     page.mouse.up()
-    assert 15 <= float(page.input_value("#pmr-add-box input[name=x1]")) <= 25
-    assert 115 <= float(page.input_value("#pmr-add-box input[name=y2]")) <= 125
-    page.select_option("#pmr-add-box select[name=label]", "pottedplant")
-    page.click("#pmr-add-box-button")
-    page.wait_for_load_state("networkidle")
-    assert page.locator("#pmr-overlay g.pmr-added").count() == 1
+    page.fill("#pmr-label-input", "pottedplant")
+    page.click("#pmr-label-form button[type=submit]")
+    page.wait_for_selector("#pmr-overlay g.pmr-added")
     assert page.locator(f"tr[data-detection='{confirmed_id}'] td.pmr-state").inner_text() \
         .startswith("confirmed by reviewer")
-    assert page.locator(f"tr[data-detection='{rejected_id}']").get_attribute("class") \
-        == "pmr-rejected"
+    assert "pmr-rejected" in page.get_attribute(f"tr[data-detection='{rejected_id}']", "class")
     page.screenshot(path=str(ARTIFACTS / "02-after-review.png"), full_page=True)
 
     page.goto(f"{live_server.url}/admin/jobs/job/")
@@ -141,18 +114,22 @@ def test_a_video_job_page_has_a_timeline_that_chooses_the_frame(live_server, bro
     page.fill("#id_password", "review-pass-123")
     page.click("input[type=submit]")
     page.wait_for_load_state("networkidle")
-    assert page.locator("#pmr-timeline polyline").count() >= 2
-    assert page.locator("video").count() == 1
-    moments = page.locator("#pmr-timeline a")
-    moments.nth(moments.count() * 3 // 4).click()  # a moment about three quarters in
-    page.wait_for_load_state("networkidle")
-    frame = int(page.url.split("frame=")[1])
+    page.wait_for_selector("body[data-pmr-ready=true]")
+    assert page.locator("#pmr-timeline .pmr-lane").count() >= 2
+    assert page.locator("video#pmr-video").count() == 1
+    timeline = page.locator("#pmr-timeline").bounding_box()
+    before = page.evaluate("new URLSearchParams(location.search).get('frame')")  # the busiest
+    # A moment about three quarters in (the lanes start after their names, at 120 of 960).
+    x = timeline["x"] + timeline["width"] * (120 + (960 - 128) * 0.75) / 960
+    page.mouse.click(x, timeline["y"] + timeline["height"] / 2)
+    page.wait_for_function(f"new URLSearchParams(location.search).get('frame') !== '{before}'")
+    frame = int(page.evaluate("new URLSearchParams(location.search).get('frame')"))
     assert 25 <= frame <= 35
-    assert page.locator("#pmr-overlay image").get_attribute("href").endswith(f"/frame/{frame}")
-    loaded = page.evaluate("""async () => {
-        const href = document.querySelector('#pmr-overlay image').getAttribute('href');
-        const response = await fetch(href);
+    page.wait_for_function(f"document.querySelector('#pmr-frame-label').textContent"
+                           f".startsWith('Frame {frame} ')")
+    loaded = page.evaluate(f"""async () => {{
+        const response = await fetch('/admin/jobs/job/{job_id}/frame/{frame}');
         return [response.status, response.headers.get('content-type')];
-    }""")
-    assert loaded == [200, "image/jpeg"]
+    }}""")
+    assert loaded == [200, "image/jpeg"]  # the frame, as the server decodes it
     page.screenshot(path=str(ARTIFACTS / "04-video-job-timeline.png"), full_page=True)
