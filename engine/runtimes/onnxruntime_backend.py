@@ -1,0 +1,80 @@
+"""The ``onnxruntime`` runtime: the module exported to ONNX, run by ONNX Runtime.
+
+The export is torch.onnx's ``dynamo=True`` exporter, from the same ``torch.export``
+graph that OpenVINO converts. It needs the onnx and onnxscript packages; so would the
+older TorchScript exporter (``dynamo=False``, which imports onnx too), and that one is
+deprecated in PyTorch 2.13 and due to be removed. The ``.onnx`` file is kept in the
+export cache.
+
+On the CPU it runs with the CPU execution provider. On a CUDA device it uses the
+TensorRT and CUDA execution providers that the installed build lists (the
+``onnxruntime-gpu`` wheel has them; PyPI's ``onnxruntime`` has neither).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+
+from ..model import Darknet
+from .cache import ExportCache
+from .export import export_program, quietly
+
+# What decides the bytes of the .onnx file (ONNX Runtime reads it, it does not write it).
+PACKAGES = ("onnx", "onnxscript")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def cuda_providers() -> list[str]:
+    """The GPU execution providers of the installed ONNX Runtime, best first."""
+    available = ort.get_available_providers()
+    return [provider for provider in GPU_PROVIDERS if provider in available]
+
+
+def export_onnx(network: Darknet) -> torch.onnx.ONNXProgram:
+    with quietly():
+        program = torch.onnx.export(export_program(network), dynamo=True, verbose=False)
+    if program is None:  # only the TorchScript exporter (dynamo=False) returns None
+        raise RuntimeError("torch.onnx.export returned no program")
+    return program
+
+
+def build_onnxruntime(network: Darknet, *, device: torch.device, precision: str,
+                      cache: ExportCache | None) -> OnnxRuntime:
+    options = ort.SessionOptions()
+    # As many threads as PyTorch has here (the batcher sets DETECTOR_THREADS on it), on
+    # one forward pass at a time.
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    providers: list[str | tuple[str, dict]] = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        index = {"device_id": device.index or 0}
+        providers = [*((provider, index) for provider in cuda_providers()), *providers]
+    stored: Path | None = None
+    if cache is not None:
+        stored = cache.stored(
+            cache.path(network.spec, runtime="onnxruntime", precision=precision,
+                       packages=PACKAGES, suffix=".onnx"),
+            # external_data=False: one file (a model under 2 GB fits protobuf's limit).
+            lambda staged: export_onnx(network).save(staged, external_data=False))
+    source = (str(stored) if stored is not None
+              else export_onnx(network).model_proto.SerializeToString())
+    return OnnxRuntime(ort.InferenceSession(source, options, providers=providers), path=stored)
+
+
+class OnnxRuntime:
+    name = "onnxruntime"
+
+    def __init__(self, session: ort.InferenceSession, *, path: Path | None) -> None:
+        self.session = session
+        self.path = path  # the .onnx file it was loaded from (None: exported in memory)
+        self._input = session.get_inputs()[0].name
+
+    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        # On a CUDA device too the batch goes through host memory, and the heads come
+        # back there (postprocess runs where the heads are); IO binding would keep them
+        # on the GPU.
+        pixels = batch.to("cpu", torch.float32).contiguous().numpy()
+        return [torch.from_numpy(head) for head in self.session.run(None, {self._input: pixels})]
