@@ -10,11 +10,14 @@ most) and objectness and class probabilities lie in [0, 1]. So one absolute tole
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from django.conf import settings
 
 from engine import detector as detector_module
 from engine import model_info, runtimes
@@ -184,14 +187,19 @@ def test_auto_falls_back_to_torch_where_openvino_is_absent(a_cpu_without_bf16, m
     assert list(tmp_path.iterdir()) == []  # torch exports nothing
 
 
-def test_a_missing_runtime_asked_for_by_name_is_a_clear_error(monkeypatch, tiny_paths):
-    monkeypatch.setitem(sys.modules, "openvino", None)
-    monkeypatch.setitem(sys.modules, "onnxscript", None)
-    for runtime, package in [("openvino", "openvino"), ("onnxruntime", "onnxscript")]:
-        with pytest.raises(ValueError, match=f"{package} is not installed: pip install "
-                                             f"{package}"):
-            Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
-                                device="cpu", runtime=runtime)
+@pytest.mark.parametrize(("runtime", "hidden"), [("openvino", "openvino"),
+                                                 ("onnxruntime", "onnxruntime"),
+                                                 ("onnxruntime", "onnxscript")])
+def test_a_missing_runtime_asked_for_by_name_is_a_clear_error(runtime, hidden, monkeypatch,
+                                                              tiny_paths):
+    monkeypatch.setitem(sys.modules, hidden, None)
+    with pytest.raises(ValueError, match=f"the {runtime} runtime was asked for, but "
+                                         f"{hidden} is not installed: pip install {hidden}"):
+        Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
+                            device="cpu", runtime=runtime)
+
+
+def test_an_unknown_runtime_is_a_clear_error(tiny_paths):
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
         Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
                             device="cpu", runtime="tensorrt")
@@ -203,3 +211,17 @@ def test_exported_runtimes_serve_fp32_on_the_cpu(runtime, tiny_paths):
     with pytest.raises(ValueError, match=f"the {runtime} runtime serves fp32, not bf16"):
         Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
                             device="cpu", precision="bf16", runtime=runtime)
+
+
+def test_openvino_reports_nothing_to_its_usage_telemetry(tmp_path):
+    """OpenVINO sends usage telemetry on import unless blocked (engine.runtimes blocks it);
+    its consent and client-id files under $HOME are the trace it leaves when it runs."""
+    require_runtime("openvino")
+    script = ("import engine.detector, openvino; openvino.Core(); "
+              "import openvino.tools.ovc.telemetry_utils as t; print(t.tm.__name__)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=settings.BASE_DIR,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "openvino.tools.ovc.telemetry_stub"
+    assert list(tmp_path.iterdir()) == []

@@ -6,9 +6,9 @@ is built from the loaded module, takes the letterboxed float batch (B, 3, h, w) 
 each (B, A, H, W, 5 + C) float32. Thresholds and NMS (``Detector.postprocess``) are shared.
 
 - ``torch``: the module itself, eager PyTorch, on the CPU or CUDA, fp32 / bf16 / fp16.
-- ``openvino``: the module exported with ``torch.export`` and converted by OpenVINO,
-  compiled for the CPU; fp32.
-- ``onnxruntime``: the module exported to ONNX, run by ONNX Runtime on the CPU (or with its
+- ``openvino``: the module exported to ONNX (``export``), read by OpenVINO and compiled
+  for the CPU; fp32.
+- ``onnxruntime``: the same ONNX export, run by ONNX Runtime on the CPU (or with its
   CUDA / TensorRT execution providers, where the installed build has them); fp32.
 
 The exported models are kept on disk (``cache.ExportCache``), so a restart does not
@@ -19,6 +19,7 @@ only when that runtime is built: importing ``engine.runtimes`` costs neither.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Protocol
 
 import torch
@@ -27,14 +28,21 @@ from ..model import Darknet
 from .cache import ExportCache
 from .torch_backend import TorchRuntime
 
+# OpenVINO reports its import and each model conversion to Intel's usage telemetry
+# (unless the user opted out, from a subprocess with a timeout per message) whenever its
+# openvino_telemetry package imports. A self-hosted service does not call out: with that
+# package blocked, OpenVINO takes its own no-op stub. Set before anything here imports
+# OpenVINO.
+sys.modules.setdefault("openvino_telemetry", None)
+
 RUNTIMES = ("torch", "openvino", "onnxruntime")
 
 # What each runtime needs installed beside PyTorch (pip names, which are also the
-# import names). ONNX Runtime's models are written by torch.onnx's exporter, which
+# import names). Both exported runtimes read what torch.onnx's exporter writes, which
 # needs onnx and onnxscript.
 PACKAGES: dict[str, tuple[str, ...]] = {
     "torch": (),
-    "openvino": ("openvino",),
+    "openvino": ("openvino", "onnx", "onnxscript"),
     "onnxruntime": ("onnxruntime", "onnx", "onnxscript"),
 }
 

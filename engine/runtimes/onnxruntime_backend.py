@@ -1,10 +1,5 @@
-"""The ``onnxruntime`` runtime: the module exported to ONNX, run by ONNX Runtime.
-
-The export is torch.onnx's ``dynamo=True`` exporter, from the same ``torch.export``
-graph that OpenVINO converts. It needs the onnx and onnxscript packages; so would the
-older TorchScript exporter (``dynamo=False``, which imports onnx too), and that one is
-deprecated in PyTorch 2.13 and due to be removed. The ``.onnx`` file is kept in the
-export cache.
+"""The ``onnxruntime`` runtime: the module exported to ONNX (``export``), run by ONNX
+Runtime; the ``.onnx`` file is kept in the export cache.
 
 On the CPU it runs with the CPU execution provider. On a CUDA device it uses the
 TensorRT and CUDA execution providers that the installed build lists (the
@@ -20,10 +15,11 @@ import torch
 
 from ..model import Darknet
 from .cache import ExportCache
-from .export import export_program, quietly
+from .export import export_onnx, write_onnx
 
-# What decides the bytes of the .onnx file (ONNX Runtime reads it, it does not write it).
-PACKAGES = ("onnx", "onnxscript")
+# Whose versions name the export (beside torch): onnx and onnxscript write the file, and
+# ONNX Runtime's version is in the key too, as every runtime's is.
+PACKAGES = ("onnxruntime", "onnx", "onnxscript")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
@@ -31,14 +27,6 @@ def cuda_providers() -> list[str]:
     """The GPU execution providers of the installed ONNX Runtime, best first."""
     available = ort.get_available_providers()
     return [provider for provider in GPU_PROVIDERS if provider in available]
-
-
-def export_onnx(network: Darknet) -> torch.onnx.ONNXProgram:
-    with quietly():
-        program = torch.onnx.export(export_program(network), dynamo=True, verbose=False)
-    if program is None:  # only the TorchScript exporter (dynamo=False) returns None
-        raise RuntimeError("torch.onnx.export returned no program")
-    return program
 
 
 def build_onnxruntime(network: Darknet, *, device: torch.device, precision: str,
@@ -57,8 +45,7 @@ def build_onnxruntime(network: Darknet, *, device: torch.device, precision: str,
         stored = cache.stored(
             cache.path(network.spec, runtime="onnxruntime", precision=precision,
                        packages=PACKAGES, suffix=".onnx"),
-            # external_data=False: one file (a model under 2 GB fits protobuf's limit).
-            lambda staged: export_onnx(network).save(staged, external_data=False))
+            lambda staged: write_onnx(network, staged))
     source = (str(stored) if stored is not None
               else export_onnx(network).model_proto.SerializeToString())
     return OnnxRuntime(ort.InferenceSession(source, options, providers=providers), path=stored)

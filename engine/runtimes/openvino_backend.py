@@ -1,13 +1,14 @@
-"""The ``openvino`` runtime: the module converted by OpenVINO and compiled for the CPU.
+"""The ``openvino`` runtime: the module's ONNX export (``export``), read by OpenVINO and
+compiled for the CPU.
 
-The graph comes from ``torch.export`` (OpenVINO reads an ExportedProgram directly: no
-ONNX in between) and is kept as OpenVINO IR (``.xml`` + ``.bin``) in the export cache;
-OpenVINO's own ``CACHE_DIR`` (``openvino/`` in the same folder) keeps the compiled blob,
-so that a restart neither converts nor compiles again.
+The model is kept as OpenVINO IR (``.xml`` + ``.bin``) in the export cache, and
+OpenVINO's own ``CACHE_DIR`` (``openvino/`` in the same folder) keeps the compiled blob:
+a restart neither exports nor compiles again.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import openvino as ov
@@ -15,9 +16,11 @@ import torch
 
 from ..model import Darknet
 from .cache import ExportCache
-from .export import export_program, quietly
+from .export import write_onnx
 
-PACKAGES = ("openvino",)
+# Whose versions name the export (beside torch): onnx and onnxscript write the ONNX graph
+# that OpenVINO reads.
+PACKAGES = ("openvino", "onnx", "onnxscript")
 
 # fp32 asked is fp32 served: OpenVINO's CPU plugin otherwise runs bf16 wherever the CPU
 # has it. INT8 (a model quantized by NNCF, a later step) will be another IR in the cache,
@@ -27,8 +30,10 @@ INFERENCE_PRECISION = {"fp32": "f32"}
 
 def convert(network: Darknet) -> ov.Model:
     """The module as an OpenVINO model: any batch, the spec's input size."""
-    with quietly():
-        model = ov.convert_model(export_program(network))
+    with tempfile.TemporaryDirectory(prefix="pmr-onnx-") as folder:
+        onnx_file = Path(folder) / "network.onnx"
+        write_onnx(network, onnx_file)
+        model = ov.Core().read_model(onnx_file)
     spec = network.spec
     model.reshape({model.input(0): ov.PartialShape([-1, 3, spec.height, spec.width])})
     return model
@@ -66,7 +71,7 @@ class OpenVinoRuntime:
 
     def __init__(self, compiled: ov.CompiledModel, *, path: Path | None) -> None:
         self.compiled = compiled
-        self.path = path  # the IR it was compiled from (None: converted in memory)
+        self.path = path  # the IR it was compiled from (None: exported in memory)
         # One request, used by one thread at a time (Detector.forward holds a lock).
         self._request = compiled.create_infer_request()
 
