@@ -119,8 +119,9 @@ def run_benchmark(*, model: str, cfg: Path, weights: Path | None, names: Path | 
             for batch in batches:
                 network = Darknet(spec)
                 network.load_weights(blocks)
+                # PyTorch's runtime: the other runtimes join the benchmark in a later step.
                 detector = Detector(network, class_names, device=device, precision=precision,
-                                    max_batch=batch)
+                                    max_batch=batch, runtime="torch")
                 key = ("pmr", str(detector.device), detector.precision, batch)
                 runners[key] = _pmr_runner(detector, images)
         if opencv:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import runtimes
 from .cfg import parse_cfg
 from .model import Darknet
 from .nms import batched_nms
@@ -21,7 +23,8 @@ from .weights import read_darknet_weights
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The folder beside the weights where exported models are kept (see runtimes.cache).
+COMPILED_DIR = "compiled"
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -75,9 +78,13 @@ def cpu_prefers_bf16() -> bool:
     return bool(torch.cpu._is_amx_tile_supported()) or cpu_vendor() == "AuthenticAMD"
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> fp16 on CUDA; on a CPU bf16 where :func:`cpu_prefers_bf16`, else fp32."""
+def resolve_precision(precision: str, device: torch.device, runtime: str = "torch") -> str:
+    """``auto`` -> with torch, fp16 on CUDA, and on a CPU bf16 where
+    :func:`cpu_prefers_bf16`, else fp32; with another runtime, fp32 (the one precision
+    they serve for now)."""
     if precision == "auto":
+        if runtime != "torch":
+            return "fp32"
         if device.type == "cuda":
             return "fp16"
         return "bf16" if cpu_prefers_bf16() else "fp32"
@@ -85,7 +92,38 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise ValueError(f"unknown precision {precision!r} (auto, {', '.join(PRECISIONS)})")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 is for CUDA devices; use fp32 or bf16 on the CPU")
+    if precision not in runtimes.PRECISIONS[runtime]:
+        served = ", ".join(runtimes.PRECISIONS[runtime])
+        raise ValueError(f"the {runtime} runtime serves {served}, not {precision} "
+                         "(the torch runtime serves fp32, bf16 and fp16)")
     return precision
+
+
+def is_x86_64() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def resolve_runtime(runtime: str, device: torch.device, precision: str) -> str:
+    """The runtime that runs the network. ``auto`` is a rule, never a timing taken at
+    start-up (workers on one machine must give the same answers):
+
+    - torch on CUDA;
+    - torch where the precision is bf16, asked for or picked by ``auto`` (where
+      :func:`cpu_prefers_bf16`: there bf16 PyTorch is the fastest measured, and no other
+      runtime here serves bf16);
+    - OpenVINO on an x86-64 CPU, when its package imports;
+    - torch on every other CPU (aarch64, Apple silicon...), or where OpenVINO is absent.
+
+    A runtime asked for by name must be installed: else a ValueError names the package.
+    """
+    if runtime != "auto":
+        runtimes.require(runtime)
+        return runtime
+    if device.type == "cuda" or resolve_precision(precision, device) != "fp32":
+        return "torch"
+    if is_x86_64() and runtimes.is_installed("openvino"):
+        return "openvino"
+    return "torch"
 
 
 class Detector:
@@ -93,32 +131,49 @@ class Detector:
 
     One instance per process: loading is the expensive part. ``detect`` is safe to call
     from several threads (calls are serialized around the forward pass).
+
+    ``runtime`` says what runs the forward pass (``engine.runtimes``): ``torch``,
+    ``openvino``, ``onnxruntime``, or ``auto`` (see :func:`resolve_runtime`: torch on
+    CUDA and wherever bf16 is the precision, OpenVINO on other x86-64 CPUs where it is
+    installed, else torch). Pre-processing and post-processing are the same for all.
+    A runtime other than torch runs a model exported from ``network``, kept in
+    ``cache`` (none: exported in memory, every time).
     """
 
     def __init__(self, network: Darknet, names: Sequence[str], *, device: str = "auto",
-                 precision: str = "auto", max_batch: int = 8) -> None:
+                 precision: str = "auto", max_batch: int = 8, runtime: str = "auto",
+                 cache: runtimes.ExportCache | None = None) -> None:
         if len(names) != network.spec.classes:
             raise ValueError(f"{len(names)} class names for a network with "
                              f"{network.spec.classes} classes")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.dtype = _DTYPES[self.precision]
+        self.runtime = resolve_runtime(runtime, self.device, precision)
+        if self.device.type not in runtimes.devices(self.runtime):
+            raise ValueError(f"the {self.runtime} runtime runs on "
+                             f"{' or '.join(runtimes.devices(self.runtime))} here, not on "
+                             f"{self.device} (set the device to cpu)")
+        self.precision = resolve_precision(precision, self.device, self.runtime)
         self.names = list(names)
         self.max_batch = max_batch
-        self.network = network.eval().to(self.device, self.dtype)
-        self.network = self.network.to(memory_format=torch.channels_last)
+        self.network = network  # the source every runtime is built from
+        self.backend = runtimes.build_runtime(self.runtime, network, device=self.device,
+                                              precision=self.precision, cache=cache)
         self._lock = threading.Lock()
 
     @classmethod
     def from_files(cls, cfg: str | Path, weights: str | Path, names: str | Path, *,
-                   input_size: int | tuple[int, int] | None = None, **kwargs) -> Detector:
+                   input_size: int | tuple[int, int] | None = None,
+                   cache_dir: str | Path | None = None, **kwargs) -> Detector:
+        """Load cfg, weights and class names; exported models are kept in ``cache_dir``
+        (default: ``compiled/`` beside the weights)."""
         spec = parse_cfg(cfg, input_size)
         network = Darknet(spec)
         _, blocks = read_darknet_weights(weights, spec)
         network.load_weights(blocks)
-        return cls(network, read_names(names), **kwargs)
+        cache = runtimes.ExportCache(cache_dir or Path(weights).parent / COMPILED_DIR, weights)
+        return cls(network, read_names(names), cache=cache, **kwargs)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -164,10 +219,10 @@ class Detector:
         return batch, boxes
 
     def forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """A letterboxed float batch -> decoded heads, each (B, A, H, W, 5 + C) float32."""
-        batch = batch.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
-        with self._lock, torch.inference_mode():
-            return self.network(batch)
+        """A letterboxed float batch -> decoded heads, each (B, A, H, W, 5 + C) float32,
+        whichever runtime runs it."""
+        with self._lock:
+            return self.backend(batch)
 
     def options(self, *, min_confidence: float = 0.25, iou_threshold: float = 0.45,
                 classes: Iterable[str | int] | None = None,

@@ -27,18 +27,19 @@ _detectors: dict[tuple, Detector] = {}  # a cache: what is loaded from these opt
 
 
 def get_detector(*, model: str | None = None, device: str | None = None,
-                 precision: str | None = None, max_batch: int | None = None) -> Detector:
+                 precision: str | None = None, max_batch: int | None = None,
+                 runtime: str | None = None) -> Detector:
     """The detector for these options (settings fill in the rest), loaded on first use."""
     device = device or settings.DETECTOR_DEVICE
     key = (model or settings.DETECTOR_MODEL, device,
            precision or settings.DETECTOR_PRECISION, max_batch or detector_max_batch(device),
-           settings.DETECTOR_INPUT_SIZE or None)
+           settings.DETECTOR_INPUT_SIZE or None, runtime or settings.DETECTOR_RUNTIME)
     with _lock:
         if key not in _detectors:
-            name, device_, precision_, batch, size = key
+            name, device_, precision_, batch, size, runtime_ = key
             _detectors[key] = load_detector(name, settings.WEIGHTS_DIR, device=device_,
                                             precision=precision_, max_batch=batch,
-                                            input_size=size)
+                                            input_size=size, runtime=runtime_)
         return _detectors[key]
 
 

@@ -188,6 +188,9 @@ if DETECTOR_DEVICE not in ("auto", "cpu", "cuda") and not DETECTOR_DEVICE.starts
     raise ImproperlyConfigured(f"DETECTOR_DEVICE={DETECTOR_DEVICE!r}: expected auto, cpu, cuda "
                                "or cuda:N")
 DETECTOR_PRECISION = env_choice("DETECTOR_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16"))
+# What runs the forward pass (engine.runtimes; auto: the rule in engine.detector.resolve_runtime).
+DETECTOR_RUNTIME = env_choice("DETECTOR_RUNTIME", "auto",
+                              ("auto", "torch", "openvino", "onnxruntime"))
 DETECTOR_INPUT_SIZE = env_int("DETECTOR_INPUT_SIZE", 0, minimum=0)  # 0: the cfg's size
 if DETECTOR_INPUT_SIZE % 32:
     raise ImproperlyConfigured(f"DETECTOR_INPUT_SIZE={DETECTOR_INPUT_SIZE}: must be a multiple "

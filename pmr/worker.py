@@ -59,10 +59,10 @@ def start(sender=None, **kwargs) -> None:
     for _ in range(2):  # the first passes allocate buffers and pick kernels
         count = min(2, detector.max_batch)
         batcher.submit_many([blank] * count, [detector.options()] * count).result()
-    logger.info("model %s (sha256 %s) on %s, %s, max batch %d, input %dx%d, %d threads, "
+    logger.info("model %s (sha256 %s) on %s, %s, %s, max batch %d, input %dx%d, %d threads, "
                 "nice %d", settings.DETECTOR_MODEL, weights_sha256(settings.DETECTOR_MODEL)[:12],
-                detector.device, detector.precision, detector.max_batch, *detector.input_size,
-                batcher.num_threads, os.nice(0))
+                detector.device, detector.runtime, detector.precision, detector.max_batch,
+                *detector.input_size, batcher.num_threads, os.nice(0))
     # The queues this worker consumes (-Q), not every queue the app knows of.
     queues = ",".join(sorted(sender.app.amqp.queues.consume_from)) if sender else ""
     threads = getattr(sender, "concurrency", None)  # --concurrency, else the setting

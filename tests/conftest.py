@@ -73,8 +73,55 @@ def tiny_paths():
 
 @pytest.fixture(scope="session")
 def tiny_fp32(tiny_paths) -> Detector:
+    """PyTorch in fp32: the reference every other runtime is held to."""
     return Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
-                               device="cpu", precision="fp32")
+                               device="cpu", precision="fp32", runtime="torch")
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory) -> Path:
+    """The run's own export cache: each runtime exports yolov3-tiny once per run (never
+    read from an earlier run's files in weights/compiled)."""
+    return tmp_path_factory.mktemp("compiled")
+
+
+def require_runtime(runtime: str) -> None:
+    """Skip (fail when strict()) where the runtime's packages are missing; OpenVINO off
+    x86-64 is simply skipped: requirements.txt installs it there only."""
+    from engine import runtimes
+    from engine.detector import is_x86_64
+
+    if runtimes.is_installed(runtime):
+        return
+    reason = f"the {runtime} runtime is not installed ({', '.join(runtimes.PACKAGES[runtime])})"
+    if runtime == "openvino" and not is_x86_64():
+        pytest.skip(f"{reason}: requirements.txt installs it on x86-64 only")
+    missing(reason)
+
+
+def _tiny_on(runtime: str, tiny_paths, export_dir: Path) -> Detector:
+    require_runtime(runtime)
+    return Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
+                               device="cpu", precision="fp32", runtime=runtime,
+                               cache_dir=export_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_openvino(tiny_paths, export_dir) -> Detector:
+    return _tiny_on("openvino", tiny_paths, export_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnxruntime(tiny_paths, export_dir) -> Detector:
+    return _tiny_on("onnxruntime", tiny_paths, export_dir)
+
+
+@pytest.fixture(params=["torch", "openvino", "onnxruntime"])
+def fp32_detector(request) -> Detector:
+    """yolov3-tiny in fp32 on each runtime (each built once per run)."""
+    fixture = {"torch": "tiny_fp32", "openvino": "tiny_openvino",
+               "onnxruntime": "tiny_onnxruntime"}[request.param]
+    return request.getfixturevalue(fixture)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +131,7 @@ def tiny_bf16(tiny_paths) -> Detector:
     if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
     return Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
-                               device="cpu", precision="bf16")
+                               device="cpu", precision="bf16", runtime="torch")
 
 
 # --- Django / API fixtures --------------------------------------------------------------

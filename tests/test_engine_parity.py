@@ -58,7 +58,7 @@ def opencv_heads(cfg: Path, weights: Path, blob: np.ndarray) -> list[np.ndarray]
 
 def test_tiny_with_official_weights_matches_opencv_on_a_real_image(tiny_paths, darknet_dir):
     detector = Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
-                                   device="cpu", precision="fp32")
+                                   device="cpu", precision="fp32", runtime="torch")
     blob, _ = detector.preprocess([decode_image(darknet_dir / "dog.jpg")])
     ours = detector.forward(blob)
     compared = assert_heads_match(ours, opencv_heads(tiny_paths.cfg, tiny_paths.weights,
@@ -79,7 +79,7 @@ def test_full_cfgs_with_random_weights_match_opencv(tmp_path, darknet_dir, name)
     network = Darknet(spec).eval()
     network.load_weights(read_darknet_weights(weights, spec)[1])
     names = read_names(darknet_dir / "coco.names")
-    detector = Detector(network, names, device="cpu", precision="fp32")
+    detector = Detector(network, names, device="cpu", precision="fp32", runtime="torch")
     blob, _ = detector.preprocess([decode_image(darknet_dir / "horses.jpg")])
     ours = detector.forward(blob)
     assert [tuple(h.shape[2:4]) for h in ours] == [(13, 13), (26, 26), (52, 52)]

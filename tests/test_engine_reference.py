@@ -1,4 +1,5 @@
-"""End-to-end parity with the reference implementation (darknet's own detections)."""
+"""End-to-end parity with the reference implementation (darknet's own detections), on
+every runtime."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ MIN_IOU, MAX_SCORE_DIFFERENCE = 0.995, 0.011
 
 
 @pytest.mark.parametrize("name", IMAGES)
-def test_detections_match_darknet(tiny_fp32, darknet_dir, reference_detections, name):
+def test_detections_match_darknet(fp32_detector, darknet_dir, reference_detections, name):
     # darknet's `detector valid` protocol: objectness 0.005, per-class NMS 0.45, no cap.
-    ours = tiny_fp32.detect([decode_image(darknet_dir / name)], min_confidence=0.005,
+    ours = fp32_detector.detect([decode_image(darknet_dir / name)], min_confidence=0.005,
                             iou_threshold=0.45, max_detections=100_000)[0]
     ours_boxes = [(d.class_id, d.confidence, (d.x1, d.y1, d.x2, d.y2)) for d in ours]
     matched = set()

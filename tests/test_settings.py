@@ -23,6 +23,8 @@ def manage_check(**environment: str) -> subprocess.CompletedProcess:
     ("DEBUG", "maybe", "DEBUG='maybe': expected one of true/false"),
     ("DETECTOR_DEVICE", "gpu", "DETECTOR_DEVICE='gpu'"),
     ("DETECTOR_MODEL", "yolov9", "DETECTOR_MODEL='yolov9'"),
+    ("DETECTOR_RUNTIME", "tensorrt", "DETECTOR_RUNTIME='tensorrt': expected one of auto, torch, "
+     "openvino, onnxruntime"),
     ("DETECTOR_MAX_BATCH", "-1", "DETECTOR_MAX_BATCH=-1: must be at least 0"),
     ("DETECTOR_INPUT_SIZE", "500", "must be a multiple of 32"),
     ("MAX_IMAGE_UPLOAD_BYTES", "20MB", "MAX_IMAGE_UPLOAD_BYTES='20MB': expected an integer"),

@@ -34,13 +34,15 @@ class Command(BaseCommand):
                                                               desc="evaluating"))
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
-        summary = {"model": detector.network.spec.path, "precision": detector.precision,
-                   "device": str(detector.device), "protocol": PROTOCOL, **result.as_dict()}
+        summary = {"model": detector.network.spec.path, "runtime": detector.runtime,
+                   "precision": detector.precision, "device": str(detector.device),
+                   "protocol": PROTOCOL, **result.as_dict()}
         if as_json:
             self.stdout.write(json.dumps(summary, indent=2))
             return
         rows = [("images", result.images), ("ground-truth boxes", result.ground_truth_boxes),
-                ("detections", result.detections), ("precision", detector.precision),
+                ("detections", result.detections), ("runtime", detector.runtime),
+                ("precision", detector.precision),
                 ("mAP@0.5", f"{100 * result.map50:.2f}"),
                 ("mAP@0.5:0.95", f"{100 * result.map50_95:.2f}")]
         width = max(len(name) for name, _ in rows)
