@@ -32,7 +32,8 @@ SECTIONS = ("## API", "## Drop-in compatibility")  # the sections whose examples
 ENDS = "## Review dashboard"
 LOCALHOST = "http://localhost:8000"
 # Values that differ from run to run: ids, times, addresses, timings.
-VOLATILE = {"id", "created_at", "started_at", "finished_at", "status_url", "detections_url",
+VOLATILE = {"id", "created_at", "started_at", "finished_at", "status_url", "review_url",
+            "detections_url",
             "segments_url", "annotated_url", "timing", "duration", "webhook", "attempts",
             "at", "worker"}
 
