@@ -91,7 +91,9 @@ def random_detector(spec: NetworkSpec, image: np.ndarray, weights: Path, names: 
                     objectness_bias: float = 0.0) -> tuple[Detector, torch.Tensor]:
     """A detector whose calibrated random weights went through a darknet weights file,
     and its input blob for ``image``."""
-    detector = Detector(Darknet(spec), names, device="cpu", precision="fp32")
+    # The module itself (torch): its weights are replaced below, after construction, which
+    # an exported runtime (built from the weights it was given) would not see.
+    detector = Detector(Darknet(spec), names, device="cpu", precision="fp32", runtime="torch")
     blob, _ = detector.preprocess([image])
     blocks = calibrated_weights(detector.network, blob, seed=11)
     heads = {index - 1 for index, layer in enumerate(spec.layers) if isinstance(layer, YoloSpec)}
