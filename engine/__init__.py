@@ -1,4 +1,5 @@
-"""The YOLOv3 detection engine: darknet cfg + weights in PyTorch (no Django here).
+"""The YOLO detection engine: darknet cfg + weights in PyTorch (no Django here), for
+pjreddie's darknet and the maintained fork's (YOLOv3, YOLOv4, YOLOv7).
 
 Importing the package costs no PyTorch: the cfg parser, weights reader, image decoder,
 model registry and the engine's value types are plain Python and NumPy, for the web

@@ -1,8 +1,11 @@
 """Darknet ``.cfg`` parser: a pure function from text to typed layer specs.
 
-Mirrors darknet's ``src/parser.c`` for the layer types YOLOv3 uses. Anything the
-parser does not know — a section, a key, an activation — is an error that names the
-file and line, so that a cfg for another darknet fork never half-loads.
+Mirrors the ``src/parser.c`` of both darknets for the layer types YOLO detectors use:
+pjreddie's original (the YOLOv3 family) and the maintained fork, AlexeyAB/darknet
+(YOLOv4, YOLOv7: more activations, grouped routes, ``scale_x_y``, ``new_coords``,
+DIoU-NMS, ``letter_box``). Anything the parser does not know — a section, a key, an
+activation — is an error that names the file and line, so that a cfg for another
+darknet fork never half-loads.
 
 Longer than most modules on purpose: one layer spec per darknet section type, each with
 its options and checks, read side by side with ``parser.c``.
@@ -14,16 +17,46 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ACTIVATIONS = ("leaky", "linear", "logistic", "relu")
+# Every activation a darknet convolution applies (the fork's activations.c), by cfg name.
+ACTIVATIONS = (
+    "linear", "logistic", "loggy", "relu", "relu6", "elu", "selu", "gelu", "relie", "ramp",
+    "leaky", "revleaky", "tanh", "plse", "stair", "hardtan", "lhtan", "swish", "mish",
+    "hard_mish", "normalize_channels", "normalize_channels_softmax",
+    "normalize_channels_softmax_maxval",
+)
+# darknet's [shortcut] runs these through activate(), which has no case for them: the
+# layer would output zeros. Only a convolution applies them.
+CONV_ONLY_ACTIVATIONS = frozenset({"hard_mish", "normalize_channels",
+                                   "normalize_channels_softmax",
+                                   "normalize_channels_softmax_maxval"})
+# What pjreddie's darknet knows; the others are the fork's.
+_PJREDDIE_ACTIVATIONS = {"linear", "logistic", "loggy", "relu", "elu", "selu", "relie", "ramp",
+                         "leaky", "tanh", "plse", "stair", "hardtan", "lhtan"}
 
-# [net] keys that only matter for training: accepted and ignored.
+# [yolo] nms_kind: darknet's do_nms_sort for "default", diounms_sort for the others.
+NMS_KINDS = ("default", "greedynms", "diounms")
+
+# [net] keys that only matter for training (or for darknet's own memory and GPU
+# settings): accepted and ignored. From both darknets' parse_net_options.
 _NET_TRAINING_KEYS = {
     "batch", "subdivisions", "momentum", "decay", "angle", "saturation", "exposure", "hue",
     "learning_rate", "burn_in", "max_batches", "policy", "steps", "scales", "power",
-    "jitter", "aspect", "min_crop", "max_crop", "flip", "mosaic", "letter_box", "inputs",
-    "max_chart_loss", "random",
+    "jitter", "aspect", "min_crop", "max_crop", "inputs", "random", "time_steps", "notruth",
+    "adam", "B1", "B2", "eps", "max_ratio", "min_ratio", "center", "clip", "step", "scale",
+    "gamma",
 }
-_NET_KEYS = _NET_TRAINING_KEYS | {"width", "height", "channels"}
+# The [net] keys only the fork reads (letter_box is the one inference uses).
+_FORK_NET_KEYS = {
+    "letter_box", "flip", "mosaic", "mosaic_bound", "max_chart_loss", "ema_alpha", "mixup",
+    "cutmix", "blur", "gaussian_noise", "label_smooth_eps", "adversarial_lr", "attention",
+    "augment_speed", "badlabels_rejection_percentage", "num_sigmas_reject_badlabels",
+    "contrastive", "contrastive_color", "contrastive_jit_flip", "dynamic_minibatch",
+    "equidistant_point", "learning_rate_min", "loss_scale", "optimized_memory", "resize_step",
+    "seq_scales", "sequential_subdivisions", "sgdr_cycle", "sgdr_mult", "track",
+    "try_fix_nan", "unsupervised", "use_cuda_graph", "weights_reject_freq",
+    "workspace_size_limit_MB",
+}
+_NET_KEYS = _NET_TRAINING_KEYS | _FORK_NET_KEYS | {"width", "height", "channels"}
 
 _SECTION_ALIASES = {
     "net": "net", "network": "net",
@@ -35,7 +68,8 @@ _SECTION_ALIASES = {
     "yolo": "yolo",
 }
 
-_LAYER_KEYS = {
+# What pjreddie's parser reads, per layer section.
+_PJREDDIE_LAYER_KEYS = {
     "convolutional": {"batch_normalize", "filters", "size", "stride", "pad", "padding",
                       "activation", "groups"},
     "shortcut": {"from", "activation"},
@@ -46,6 +80,22 @@ _LAYER_KEYS = {
     "yolo": {"mask", "anchors", "classes", "num", "jitter", "ignore_thresh", "truth_thresh",
              "random", "max"},
 }
+# What the fork adds to them. The [yolo] keys after beta_nms only matter for training
+# and are ignored, as darknet ignores them at inference — iou_thresh included: the NMS
+# threshold is the caller's, as it is darknet's -nms flag.
+_FORK_LAYER_KEYS = {
+    "convolutional": set(),
+    "shortcut": {"weights_type", "weights_normalization"},
+    "route": {"groups", "group_id"},
+    "upsample": set(),
+    "maxpool": set(),
+    "yolo": {"scale_x_y", "new_coords", "nms_kind", "beta_nms",
+             "iou_thresh", "iou_thresh_kind", "iou_normalizer", "obj_normalizer",
+             "cls_normalizer", "delta_normalizer", "iou_loss", "max_delta",
+             "counters_per_class", "label_smooth_eps", "objectness_smooth", "resize",
+             "focal_loss", "show_details"},
+}
+_LAYER_KEYS = {kind: keys | _FORK_LAYER_KEYS[kind] for kind, keys in _PJREDDIE_LAYER_KEYS.items()}
 
 
 class CfgError(ValueError):
@@ -66,15 +116,26 @@ class ConvSpec:
 
 @dataclass(frozen=True)
 class ShortcutSpec:
+    """The previous layer's output plus each source's (the fork allows several).
+
+    A source with other channels than the previous layer adds to the channels both have
+    (darknet's shortcut_multilayer_cpu); the output keeps the previous layer's shape.
+    """
+
     line: int
-    source: int  # absolute index of the layer added to the previous one
+    sources: tuple[int, ...]  # absolute indices of the layers added to the previous one
     activation: str
 
 
 @dataclass(frozen=True)
 class RouteSpec:
+    """The sources concatenated along channels; with ``groups``, of each source only its
+    ``group_id``-th slice of ``channels / groups`` channels (the fork's CSP blocks)."""
+
     line: int
     sources: tuple[int, ...]  # absolute layer indices, concatenated along channels
+    groups: int = 1
+    group_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +157,10 @@ class YoloSpec:
     line: int
     classes: int
     anchors: tuple[tuple[float, float], ...]  # (w, h) in network-input pixels, masked
+    scale_x_y: float = 1.0  # box centre = scale * sigmoid - (scale - 1) / 2
+    new_coords: bool = False  # the conv's logistic output is used as is: w = (2 x)^2 anchor
+    nms_kind: str = "default"  # one of NMS_KINDS
+    beta_nms: float = 0.6  # the DIoU exponent of nms_kind=diounms
 
 
 LayerSpec = ConvSpec | ShortcutSpec | RouteSpec | UpsampleSpec | MaxpoolSpec | YoloSpec
@@ -103,11 +168,18 @@ LayerSpec = ConvSpec | ShortcutSpec | RouteSpec | UpsampleSpec | MaxpoolSpec | Y
 
 @dataclass(frozen=True)
 class NetworkSpec:
+    """A parsed cfg. ``fork``: written for the maintained fork (AlexeyAB/darknet), i.e. it
+    uses a key or activation that pjreddie's darknet does not read; the fork's rules then
+    apply (its batch norm, its default resize). ``letter_box``: how an image is brought to
+    the input size (see :func:`parse_cfg_text`)."""
+
     path: str
     width: int
     height: int
     channels: int
     layers: tuple[LayerSpec, ...] = field(default_factory=tuple)
+    fork: bool = False
+    letter_box: bool = True  # letterboxed (aspect kept, gray bars) or stretched
 
     @property
     def classes(self) -> int:
@@ -115,6 +187,12 @@ class NetworkSpec:
         if not heads:
             return 0
         return heads[0]
+
+    @property
+    def nms(self) -> tuple[str, float]:
+        """(nms_kind, beta_nms) of the last [yolo] layer: what darknet's detector uses."""
+        last = [layer for layer in self.layers if isinstance(layer, YoloSpec)][-1]
+        return last.nms_kind, last.beta_nms
 
 
 @dataclass
@@ -148,19 +226,29 @@ class _Reader:
     def as_int(self, key: str, default: object = None) -> int:
         return self._get(key, default, int)  # type: ignore[return-value]
 
+    def as_float(self, key: str, default: object = None) -> float:
+        return self._get(key, default, float)  # type: ignore[return-value]
+
+    def as_str(self, key: str, default: object = None) -> str:
+        return self._get(key, default, str)  # type: ignore[return-value]
+
     def as_ints(self, key: str, default: object = None) -> list[int]:
         return self._get(key, default, lambda raw: [int(v) for v in _split(raw)])  # type: ignore[return-value]
 
     def as_floats(self, key: str, default: object = None) -> list[float]:
         return self._get(key, default, lambda raw: [float(v) for v in _split(raw)])  # type: ignore[return-value]
 
+    def choice(self, key: str, default: str, allowed: tuple[str, ...] | frozenset[str],
+               what: str) -> str:
+        value = self.as_str(key, default)
+        if value not in allowed:
+            supported = ", ".join(sorted(allowed))
+            raise self.error(f"unsupported {what} {value!r} (supported: {supported})",
+                             self.line_of(key))
+        return value
+
     def activation(self, default: str) -> str:
-        value = self._get("activation", default, str)
-        if value not in ACTIVATIONS:
-            line = self.section.options["activation"][1]
-            supported = ", ".join(ACTIVATIONS)
-            raise self.error(f"unsupported activation {value!r} (supported: {supported})", line)
-        return value  # type: ignore[return-value]
+        return self.choice("activation", default, ACTIVATIONS, "activation")
 
     def line_of(self, key: str) -> int:
         return self.section.options[key][1] if key in self.section.options else self.section.line
@@ -205,12 +293,36 @@ def _read_sections(text: str, path: str) -> list[_Section]:
     return sections
 
 
+def _written_for_fork(sections: list[_Section]) -> bool:
+    """Whether the cfg uses anything pjreddie's darknet does not read: a fork-only key,
+    activation, or a shortcut from several layers."""
+    for section in sections:
+        fork_keys = _FORK_NET_KEYS if section.kind == "net" else _FORK_LAYER_KEYS[section.kind]
+        if fork_keys & section.options.keys():
+            return True
+        activation = section.options.get("activation")
+        if activation and activation[0] not in _PJREDDIE_ACTIVATIONS:
+            return True
+        if section.kind == "shortcut" and "," in section.options.get("from", ("", 0))[0]:
+            return True
+    return False
+
+
 def parse_cfg_text(text: str, path: str = "<cfg>",
                    input_size: int | tuple[int, int] | None = None) -> NetworkSpec:
     """Parse darknet cfg text into a :class:`NetworkSpec`.
 
     ``input_size`` overrides the cfg's width/height (an int for a square input, or
     ``(width, height)``); each side must be a positive multiple of 32.
+
+    The resize follows the cfg, as the darknet it is written for would run it:
+    ``[net] letter_box=1`` letterboxes (aspect ratio kept, centred on 0.5 gray) and
+    ``letter_box=0`` stretches to the input size, as the fork does. Without the key, a cfg
+    written for the fork (``NetworkSpec.fork``: yolov4, yolov7...) is stretched, the
+    fork's default; one that pjreddie's darknet reads entirely (the YOLOv3 family) is
+    letterboxed, as pjreddie's darknet always does — and as its reference detections were
+    made. (A fork-trained cfg that uses nothing of the fork's, such as yolov3-tiny-prn,
+    reads as pjreddie's: ``letter_box=0`` in its [net] gives the fork's stretch.)
     """
     sections = _read_sections(text, path)
     if not sections or sections[0].kind != "net":
@@ -226,15 +338,17 @@ def parse_cfg_text(text: str, path: str = "<cfg>",
                 raise CfgError(f"{path}: input size must be a positive multiple of 32, got {side}")
     elif width <= 0 or height <= 0 or width % 32 or height % 32:
         raise net.error(f"width and height must be positive multiples of 32, got {width}x{height}")
+    fork = _written_for_fork(sections)
+    letter_box = bool(net.as_int("letter_box", 0 if fork else 1))
 
     layers: list[LayerSpec] = []
     for index, section in enumerate(sections[1:]):
         reader = _Reader(path, section)
         layers.append(_build_layer(reader, index))
     if not any(isinstance(layer, YoloSpec) for layer in layers):
-        raise CfgError(f"{path}: no [yolo] layer: not a YOLOv3 detector cfg")
+        raise CfgError(f"{path}: no [yolo] layer: not a YOLO detector cfg")
     spec = NetworkSpec(path=path, width=width, height=height, channels=channels,
-                       layers=tuple(layers))
+                       layers=tuple(layers), fork=fork, letter_box=letter_box)
     layer_shapes(spec)  # raises on layers that do not fit together
     return spec
 
@@ -274,15 +388,20 @@ def _output_shape(layer: LayerSpec, shape: tuple[int, int, int],
     elif isinstance(layer, UpsampleSpec):
         height, width = height * layer.stride, width * layer.stride
     elif isinstance(layer, ShortcutSpec):
-        if shapes[layer.source] != shape:
-            raise CfgError(f"{where}: shortcut adds a {shapes[layer.source]} output to a "
-                           f"{shape} one")
+        for source in layer.sources:
+            if shapes[source][1:] != shape[1:]:
+                raise CfgError(f"{where}: shortcut adds a {shapes[source]} output to a "
+                               f"{shape} one (the sizes must match)")
     elif isinstance(layer, RouteSpec):
         sizes = {shapes[i][1:] for i in layer.sources}
         if len(sizes) != 1:
             raise CfgError(f"{where}: route joins layers of different sizes {sorted(sizes)}")
         height, width = sizes.pop()
-        channels = sum(shapes[i][0] for i in layer.sources)
+        uneven = [shapes[i][0] for i in layer.sources if shapes[i][0] % layer.groups]
+        if uneven:
+            raise CfgError(f"{where}: groups={layer.groups} does not divide the {uneven[0]} "
+                           f"channels of a routed layer")
+        channels = sum(shapes[i][0] // layer.groups for i in layer.sources)
     elif isinstance(layer, YoloSpec):
         expected = len(layer.anchors) * (5 + layer.classes)
         if channels != expected:
@@ -330,12 +449,28 @@ def _build_layer(reader: _Reader, index: int) -> LayerSpec:
             raise reader.error("filters, size, stride and groups must be positive")
         return spec
     if kind == "shortcut":
-        source = _absolute(reader, "from", reader.as_int("from", _REQUIRED), index)
-        return ShortcutSpec(line=line, source=source, activation=reader.activation("linear"))
+        for key in ("weights_type", "weights_normalization"):
+            if reader.as_str(key, "none") != "none":
+                raise reader.error(f"weighted shortcuts ({key}={reader.as_str(key)}) are not "
+                                   "supported", reader.line_of(key))
+        values = reader.as_ints("from", _REQUIRED)
+        activation = reader.activation("linear")
+        if activation in CONV_ONLY_ACTIVATIONS:
+            raise reader.error(f"darknet's [shortcut] cannot apply activation {activation!r} "
+                               "(only a [convolutional] does)", reader.line_of("activation"))
+        return ShortcutSpec(line=line,
+                            sources=tuple(_absolute(reader, "from", v, index) for v in values),
+                            activation=activation)
     if kind == "route":
         values = reader.as_ints("layers", _REQUIRED)
+        groups = reader.as_int("groups", 1)
+        group_id = reader.as_int("group_id", 0)
+        if groups <= 0 or not 0 <= group_id < groups:
+            raise reader.error(f"route needs groups >= 1 and 0 <= group_id < groups, got "
+                               f"groups={groups} group_id={group_id}", reader.line_of("groups"))
         return RouteSpec(line=line,
-                         sources=tuple(_absolute(reader, "layers", v, index) for v in values))
+                         sources=tuple(_absolute(reader, "layers", v, index) for v in values),
+                         groups=groups, group_id=group_id)
     if kind == "upsample":
         stride = reader.as_int("stride", 2)
         if stride <= 0:
@@ -361,5 +496,9 @@ def _build_layer(reader: _Reader, index: int) -> LayerSpec:
         pairs = tuple((anchors[2 * m], anchors[2 * m + 1]) for m in mask)
         if classes <= 0:
             raise reader.error("'classes' must be positive")
-        return YoloSpec(line=line, classes=classes, anchors=pairs)
+        return YoloSpec(line=line, classes=classes, anchors=pairs,
+                        scale_x_y=reader.as_float("scale_x_y", 1.0),
+                        new_coords=bool(reader.as_int("new_coords", 0)),
+                        nms_kind=reader.choice("nms_kind", "default", NMS_KINDS, "nms_kind"),
+                        beta_nms=reader.as_float("beta_nms", 0.6))
     raise reader.error(f"[{kind}] cannot be a layer")

@@ -15,7 +15,7 @@ import torch
 from . import runtimes
 from .cfg import parse_cfg
 from .model import Darknet
-from .nms import batched_nms
+from .nms import batched_nms, darknet_diou_beta
 from .preprocess import Letterbox, boxes_to_image, letterbox
 from .registry import model_info
 from .types import PRECISIONS, Detection, DetectOptions, OutOfMemory, read_names
@@ -179,6 +179,12 @@ class Detector:
     def input_size(self) -> tuple[int, int]:
         return self.network.spec.width, self.network.spec.height
 
+    @property
+    def letter_box(self) -> bool:
+        """Whether images are letterboxed (else stretched) to the input size: the cfg's
+        rule, see :func:`engine.cfg.parse_cfg_text`."""
+        return self.network.spec.letter_box
+
     def class_ids(self, classes: Iterable[str | int] | None) -> frozenset[int] | None:
         """Class names or ids -> ids; unknown names or ids are a ValueError naming them."""
         if classes is None:
@@ -200,15 +206,17 @@ class Detector:
         return frozenset(ids)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Letterbox]]:
-        """(H, W, 3) uint8 RGB arrays -> a letterboxed (B, 3, h, w) batch in float32."""
+        """(H, W, 3) uint8 RGB arrays -> a letterboxed or stretched (B, 3, h, w) batch in
+        float32 (see :attr:`letter_box`)."""
         net_width, net_height = self.input_size
+        place = Letterbox.fit if self.letter_box else Letterbox.stretch
         batch = torch.empty((len(images), 3, net_height, net_width), device=self.device)
         boxes = []
         for slot, image in zip(batch, images, strict=True):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.dtype} "
                                  f"{image.shape}")
-            box = Letterbox.fit(image.shape[1], image.shape[0], net_width, net_height)
+            box = place(image.shape[1], image.shape[0], net_width, net_height)
             with warnings.catch_warnings():
                 # Read-only arrays are fine: the tensor is only read, then copied to planar.
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -297,10 +305,13 @@ class Detector:
         image_of = image_index[row]
         pixels = boxes_to_image(candidates[row, :4], image_of, boxes)  # (P, 4)
         iou = torch.tensor([o.iou_threshold for o in options], device=device)[image_of]
-        kept = batched_nms(pixels, score, image_of * num_classes + class_id, iou)
-
         limits = torch.tensor([[b.width, b.height, b.width, b.height] for b in boxes],
                               dtype=pixels.dtype, device=pixels.device)
+        diou_beta = darknet_diou_beta(*self.network.spec.nms)
+        # darknet's NMS sees boxes relative to the image, which DIoU (unlike IoU) tells apart.
+        kept = batched_nms(pixels if diou_beta is None else pixels / limits[image_of], score,
+                           image_of * num_classes + class_id, iou, diou_beta)
+
         clipped = torch.minimum(pixels[kept].clamp(min=0), limits[image_of[kept]])
         results: list[list[Detection]] = [[] for _ in boxes]
         for image, cls, conf, (x1, y1, x2, y2) in zip(image_of[kept].tolist(),

@@ -1,10 +1,12 @@
-"""A darknet YOLOv3 network as a PyTorch module, built from a parsed cfg.
+"""A darknet YOLO network as a PyTorch module, built from a parsed cfg.
 
 Batch norm is folded into the convolutions when weights are loaded, so the module
 only ever runs conv + bias + activation: the inference form of darknet's layers.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,18 +25,68 @@ from .cfg import (
 )
 from .weights import ConvWeights
 
-# darknet's normalize_cpu divides by sqrt(variance) + .000001f (not sqrt(variance + eps)).
+# pjreddie's normalize_cpu divides by sqrt(variance) + .000001f (not sqrt(variance + eps)).
 DARKNET_BN_EPSILON = 1e-6
+# The fork's normalize_cpu and fuse_conv_batchnorm divide by sqrt(variance + .00001).
+FORK_BN_EPSILON = 1e-5
+# activate_array_normalize_channels*: the sum over channels starts from this.
+_NORMALIZE_EPSILON = 1e-4
 
 
-def _activate(x: torch.Tensor, activation: str) -> torch.Tensor:
-    if activation == "leaky":
-        return F.leaky_relu(x, 0.1, inplace=True)
-    if activation == "logistic":
-        return torch.sigmoid(x)
-    if activation == "relu":
-        return F.relu(x, inplace=True)
-    return x
+def _stair(x: torch.Tensor) -> torch.Tensor:
+    floor = torch.floor(x)
+    half = torch.floor(x / 2)
+    # C's n % 2 for n = (int) floorf(x): -3 % 2 is -1, odd as well.
+    return torch.where(torch.fmod(floor, 2) == 0, half, x - floor + half)
+
+
+def _normalize_channels(x: torch.Tensor) -> torch.Tensor:
+    positive = x.clamp(min=0)
+    return positive / (positive.sum(dim=1, keepdim=True) + _NORMALIZE_EPSILON)
+
+
+def _normalize_channels_softmax(x: torch.Tensor, subtract_max: bool) -> torch.Tensor:
+    exponent = torch.exp(x - x.amax(dim=1, keepdim=True) if subtract_max else x)
+    return exponent / (exponent.sum(dim=1, keepdim=True) + _NORMALIZE_EPSILON)
+
+
+# darknet's activations (activations.h, activation_kernels.cu), with its own constants
+# (selu's 1.0507 and 1.6732, gelu's 0.797885 and 0.035677 differ from PyTorch's). The
+# normalize_channels ones work across channels, per pixel. relu6 is darknet's
+# relu6_activate: its CPU activate() has no case for it and writes 0, its GPU kernel
+# clamps to [0, 6]. Leaky and relu run in place: the input is always a fresh tensor.
+ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "linear": lambda x: x,
+    "logistic": torch.sigmoid,
+    "loggy": lambda x: 2 * torch.sigmoid(x) - 1,
+    "relu": lambda x: F.relu(x, inplace=True),
+    "relu6": F.relu6,
+    "elu": lambda x: torch.where(x >= 0, x, torch.exp(x) - 1),
+    "selu": lambda x: torch.where(x >= 0, 1.0507 * x, 1.0507 * 1.6732 * (torch.exp(x) - 1)),
+    "gelu": lambda x: 0.5 * x * (1 + torch.tanh(0.797885 * x + 0.035677 * x * x * x)),
+    "relie": lambda x: torch.where(x > 0, x, 0.01 * x),
+    "ramp": lambda x: F.relu(x) + 0.1 * x,
+    "leaky": lambda x: F.leaky_relu(x, 0.1, inplace=True),
+    "revleaky": lambda x: F.leaky_relu(x, 0.1, inplace=True),  # leaky at inference
+    "tanh": torch.tanh,
+    "plse": lambda x: torch.where(x < -4, 0.01 * (x + 4),
+                                  torch.where(x > 4, 0.01 * (x - 4) + 1, 0.125 * x + 0.5)),
+    "stair": _stair,
+    "hardtan": lambda x: F.hardtanh(x, -1.0, 1.0),
+    "lhtan": lambda x: torch.where(x < 0, 0.001 * x,
+                                   torch.where(x > 1, 0.001 * (x - 1) + 1, x)),
+    "swish": F.silu,
+    "mish": F.mish,  # x tanh(softplus(x)); darknet's softplus threshold 20 changes no float
+    "hard_mish": lambda x: torch.where(x > 0, x, torch.where(x > -2, x * x / 2 + x, 0.0)),
+    "normalize_channels": _normalize_channels,
+    "normalize_channels_softmax": lambda x: _normalize_channels_softmax(x, False),
+    "normalize_channels_softmax_maxval": lambda x: _normalize_channels_softmax(x, True),
+}
+
+
+def activate(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """darknet's activation ``activation`` (a cfg name) applied to (B, C, H, W) ``x``."""
+    return ACTIVATION_FUNCTIONS[activation](x)
 
 
 class Conv(nn.Module):
@@ -45,14 +97,23 @@ class Conv(nn.Module):
                               groups=spec.groups, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _activate(self.conv(x), self.spec.activation)
+        return activate(self.conv(x), self.spec.activation)
 
     @torch.no_grad()
-    def load(self, weights: ConvWeights) -> None:
+    def load(self, weights: ConvWeights, fork: bool = False) -> None:
+        """Load one conv's weights, folding its batch norm as the darknet of the cfg does
+        (``fork``: the maintained fork's, else pjreddie's)."""
         kernel = torch.from_numpy(weights.weights).reshape(self.conv.weight.shape)
         bias = torch.from_numpy(weights.biases)
-        if weights.scales is not None:
-            # Fold darknet's BN: scale * (conv - mean) / (sqrt(var) + eps) + bias.
+        if weights.scales is not None and fork:
+            # The fork's fuse_conv_batchnorm, in double as it computes it:
+            # weights * scale / sqrt(var + eps), bias - scale * mean / sqrt(var + eps).
+            factor = torch.from_numpy(weights.scales).double() / (
+                torch.from_numpy(weights.rolling_variance).double() + FORK_BN_EPSILON).sqrt()
+            kernel = (kernel.double() * factor.view(-1, 1, 1, 1)).float()
+            bias = (bias.double() - torch.from_numpy(weights.rolling_mean) * factor).float()
+        elif weights.scales is not None:
+            # Fold pjreddie's BN: scale * (conv - mean) / (sqrt(var) + eps) + bias.
             factor = torch.from_numpy(weights.scales) / (
                 torch.from_numpy(weights.rolling_variance).sqrt() + DARKNET_BN_EPSILON)
             kernel = kernel * factor.view(-1, 1, 1, 1)
@@ -134,7 +195,10 @@ class Yolo(nn.Module):
         """Raw conv output -> (B, A, H, W, 5 + C) in float32.
 
         Channels: box centre x, y and size w, h as fractions of the network input (like
-        darknet's get_yolo_box), objectness, then per-class probabilities.
+        darknet's get_yolo_box), objectness, then per-class probabilities. With
+        ``new_coords`` the conv's (logistic) output is taken as is — no sigmoid, and
+        w = (2 x)^2 anchor instead of exp(x) anchor; ``scale_x_y`` stretches the centre
+        offset around the cell's middle (forward_yolo_layer's scal_add_cpu).
         """
         batch, _, height, width = x.shape
         anchors = len(self.spec.anchors)
@@ -144,13 +208,40 @@ class Yolo(nn.Module):
                                         torch.arange(width, device=x.device), indexing="ij")
         anchor_w = (self.anchors[:, 0] / net_width).view(1, anchors, 1, 1)
         anchor_h = (self.anchors[:, 1] / net_height).view(1, anchors, 1, 1)
+        if self.spec.new_coords:
+            offset, size, scores = x[..., :2], x[..., 2:4] * x[..., 2:4] * 4, x[..., 4:]
+        else:
+            offset, size, scores = (torch.sigmoid(x[..., :2]), torch.exp(x[..., 2:4]),
+                                    torch.sigmoid(x[..., 4:]))
+        scale = self.spec.scale_x_y
+        if scale != 1:
+            offset = offset * scale - 0.5 * (scale - 1)  # (B, A, H, W, 2)
         return torch.cat([
-            ((grid_x + torch.sigmoid(x[..., 0])) / width).unsqueeze(-1),
-            ((grid_y + torch.sigmoid(x[..., 1])) / height).unsqueeze(-1),
-            (torch.exp(x[..., 2]) * anchor_w).unsqueeze(-1),
-            (torch.exp(x[..., 3]) * anchor_h).unsqueeze(-1),
-            torch.sigmoid(x[..., 4:]),
+            ((grid_x + offset[..., 0]) / width).unsqueeze(-1),
+            ((grid_y + offset[..., 1]) / height).unsqueeze(-1),
+            (size[..., 0] * anchor_w).unsqueeze(-1),
+            (size[..., 1] * anchor_h).unsqueeze(-1),
+            scores,
         ], dim=-1)  # (B, A, H, W, 5 + C)
+
+
+def route_group(x: torch.Tensor, groups: int, group_id: int) -> torch.Tensor:
+    """darknet's route slice: of each input, the group_id-th of ``groups`` equal parts."""
+    if groups == 1:
+        return x
+    size = x.shape[1] // groups
+    return x[:, group_id * size:(group_id + 1) * size]
+
+
+def shortcut_sum(x: torch.Tensor, sources: list[torch.Tensor]) -> torch.Tensor:
+    """x plus each source over the channels both have (shortcut_multilayer_cpu)."""
+    for source in sources:
+        if source.shape[1] == x.shape[1]:
+            x = x + source
+        else:
+            common = min(x.shape[1], source.shape[1])
+            x = torch.cat([x[:, :common] + source[:, :common], x[:, common:]], dim=1)
+    return x
 
 
 def _make_module(layer: LayerSpec, in_channels: int) -> nn.Module:
@@ -178,13 +269,9 @@ class Darknet(nn.Module):
         inputs = input_channels(spec)
         self.layers = nn.ModuleList(_make_module(layer, channels)
                                     for layer, channels in zip(spec.layers, inputs, strict=True))
-        referenced = set()
-        for layer in spec.layers:
-            if isinstance(layer, RouteSpec):
-                referenced.update(layer.sources)
-            elif isinstance(layer, ShortcutSpec):
-                referenced.add(layer.source)
-        self._keep = frozenset(referenced)
+        self._keep = frozenset(source for layer in spec.layers
+                               if isinstance(layer, RouteSpec | ShortcutSpec)
+                               for source in layer.sources)
 
     @property
     def heads(self) -> list[Yolo]:
@@ -199,17 +286,18 @@ class Darknet(nn.Module):
         if len(weights) != len(convs):
             raise ValueError(f"{len(weights)} weight blocks for {len(convs)} conv layers")
         for conv, block in zip(convs, weights, strict=True):
-            conv.load(block)
+            conv.load(block, fork=self.spec.fork)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         saved: dict[int, torch.Tensor] = {}
         outputs: list[torch.Tensor] = []
         for index, (module, layer) in enumerate(zip(self.layers, self.spec.layers, strict=True)):
             if isinstance(layer, RouteSpec):
-                parts = [saved[i] for i in layer.sources]
+                parts = [route_group(saved[i], layer.groups, layer.group_id)
+                         for i in layer.sources]
                 x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
             elif isinstance(layer, ShortcutSpec):
-                x = _activate(x + saved[layer.source], layer.activation)
+                x = activate(shortcut_sum(x, [saved[i] for i in layer.sources]), layer.activation)
             elif isinstance(layer, YoloSpec):
                 outputs.append(module.decode(x, self.spec.width, self.spec.height))
             else:

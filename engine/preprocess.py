@@ -1,4 +1,5 @@
-"""darknet's letterbox, ported exactly: resize, centre, 0.5 gray fill; and the way back.
+"""darknet's letterbox and stretch, ported exactly: resize, centre, 0.5 gray fill (or
+resize to the whole input); and the way back.
 
 darknet's ``resize_image`` (``src/image.c``) is a two-pass bilinear resize that samples
 source position ``x * (w - 1) / (new_w - 1)`` (corner-aligned) in float32: first along
@@ -17,7 +18,8 @@ import torch
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Where an image of ``width`` x ``height`` sits inside the network input."""
+    """Where an image of ``width`` x ``height`` sits inside the network input: letterboxed
+    (:meth:`fit`) or stretched over all of it (:meth:`stretch`)."""
 
     width: int
     height: int
@@ -35,6 +37,12 @@ class Letterbox:
         else:
             new_width, new_height = (width * net_height) // height, net_height
         return cls(width, height, net_width, net_height, max(new_width, 1), max(new_height, 1))
+
+    @classmethod
+    def stretch(cls, width: int, height: int, net_width: int, net_height: int) -> Letterbox:
+        # The fork without letter_box: resize_image to the network size, aspect ratio lost;
+        # correct_yolo_boxes with letter=0 then leaves the boxes as they are.
+        return cls(width, height, net_width, net_height, net_width, net_height)
 
     @property
     def left(self) -> int:
@@ -93,8 +101,10 @@ def darknet_resize(image: torch.Tensor, new_width: int, new_height: int,
 
 
 def letterbox(image: torch.Tensor, box: Letterbox, out: torch.Tensor) -> None:
-    """Write ``image`` (C, H, W uint8) letterboxed into ``out`` (C, net_h, net_w)."""
-    out.fill_(0.5)
+    """Write ``image`` (C, H, W uint8) letterboxed (or stretched) into ``out`` (C, net_h,
+    net_w)."""
+    if (box.new_width, box.new_height) != (box.net_width, box.net_height):
+        out.fill_(0.5)
     darknet_resize(image, box.new_width, box.new_height,
                    out=out[:, box.top:box.top + box.new_height, box.left:box.left + box.new_width])
 

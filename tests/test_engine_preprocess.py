@@ -83,3 +83,22 @@ def test_boxes_map_back_to_original_pixels():
     whole = torch.tensor([[0.5, 0.5, 1.0, 312 / 416]])
     x1y1x2y2 = boxes_to_image(whole, torch.tensor([0]), [box])
     np.testing.assert_allclose(x1y1x2y2.numpy(), [[0, 0, 768, 576]], atol=1e-3)
+
+
+def test_stretching_is_darknets_resize_to_the_whole_input():
+    # The fork without letter_box=1: resize_image(im, net.w, net.h), no bars.
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (3, 45, 70), dtype=np.uint8)
+    box = Letterbox.stretch(70, 45, 64, 32)
+    assert (box.new_width, box.new_height, box.left, box.top) == (64, 32, 0, 0)
+    out = torch.empty((3, 32, 64))
+    letterbox(torch.from_numpy(image), box, out)
+    np.testing.assert_array_equal(out.numpy(), darknet_resize_reference(image, 64, 32))
+
+
+def test_stretched_boxes_scale_back_with_each_axis():
+    # correct_yolo_boxes with letter=0 leaves the box relative to the image.
+    box = Letterbox.stretch(768, 576, 416, 416)
+    relative = torch.tensor([[0.5, 0.25, 0.2, 0.1]])
+    x1y1x2y2 = boxes_to_image(relative, torch.tensor([0]), [box])
+    np.testing.assert_allclose(x1y1x2y2.numpy(), [[307.2, 115.2, 460.8, 172.8]], rtol=1e-6)

@@ -225,3 +225,21 @@ def test_openvino_reports_nothing_to_its_usage_telemetry(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "openvino.tools.ovc.telemetry_stub"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", EXPORTED)
+@pytest.mark.parametrize("cfg", ["yolov4-tiny.cfg", "yolov7-tiny.cfg"])
+def test_the_forks_networks_run_the_same_through_the_exported_runtimes(runtime, cfg,
+                                                                       darknet_dir):
+    """mish, swish, grouped routes, scale_x_y and new_coords survive the export."""
+    require_runtime(runtime)
+    spec = parse_cfg(darknet_dir / "alexeyab" / cfg, 128)
+    torch.manual_seed(0)
+    network = detector_module.Darknet(spec)
+    network.load_weights(random_darknet_weights(spec, seed=5))
+    names = [f"class{i}" for i in range(spec.classes)]
+    reference = Detector(network, names, device="cpu", precision="fp32", runtime="torch")
+    batch, _ = reference.preprocess([decode_image(darknet_dir / name) for name in IMAGES[:3]])
+    exported = Detector(network, names, device="cpu", precision="fp32", runtime=runtime)
+    assert_heads_equal(exported.forward(batch), reference.forward(batch))
