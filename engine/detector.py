@@ -185,6 +185,7 @@ class Detector:
         self.names = list(names)
         self.max_batch = max_batch
         self.network = network  # the source every runtime is built from
+        self.cache = cache
         self.backend = runtimes.build_runtime(self.runtime, network, device=self.device,
                                               precision=self.precision, cache=cache,
                                               streams=streams)
