@@ -243,9 +243,10 @@ class Detector:
     def forward(self, inputs: Any) -> list[torch.Tensor]:
         """Prepared inputs -> decoded heads, each (B, A, H, W, 5 + C) float32, whichever
         runtime runs it."""
-        return self._start(inputs).result()
+        return self.start(inputs).result()
 
-    def _start(self, inputs: Any) -> runtimes.Pending:
+    def start(self, inputs: Any) -> runtimes.Pending:
+        """Start a forward pass on prepared inputs; ``result()`` waits for its heads."""
         with self._lock:  # one thread at a time hands passes to the runtime
             return self.backend.start(inputs)
 
@@ -260,7 +261,7 @@ class Detector:
         passes = []
         for start in range(0, len(images), self.max_batch):
             inputs, boxes = self.preprocess(images[start:start + self.max_batch])
-            passes.append((self._start(inputs), boxes, options[start:start + self.max_batch]))
+            passes.append((self.start(inputs), boxes, options[start:start + self.max_batch]))
         return PendingDetections(self, passes)
 
     def options(self, *, min_confidence: float = 0.25, iou_threshold: float = 0.45,
