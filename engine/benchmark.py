@@ -311,25 +311,6 @@ def _opencv_forward(cfg: Path, weights: Path, threads: int):
     return forward
 
 
-def _onnxruntime_forward(onnx_file: Path, threads: int):
-    import onnxruntime as ort  # only where ONNX Runtime is installed (checked by the caller)
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda blob: session.run(None, {name: blob})
-
-
-def _openvino_forward(model_file: Path, threads: int):
-    import openvino as ov  # only where OpenVINO is installed (checked by the caller)
-
-    compiled = ov.Core().compile_model(str(model_file), "CPU",
-                                       {"INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-    return lambda blob: [request.infer({0: blob})[out] for out in compiled.outputs]
-
-
 # --- the run -------------------------------------------------------------------------------
 
 def run_benchmark(*, model: str, cfg: Path, weights: Path | None, names: Path | None,
@@ -393,17 +374,24 @@ def run_benchmark(*, model: str, cfg: Path, weights: Path | None, names: Path | 
                                          _postprocess_opencv, lambda images: cv2.dnn.blobFromImages(
                                              images, 1 / 255.0, (size, size), swapRB=False,
                                              crop=False))}
+            # The back-ends are imported only where their package is installed.
             if onnx_file is not None and runtimes.is_installed("onnxruntime"):
-                plain[("onnxruntime", "fp32")] = (_onnxruntime_forward(onnx_file, threads),
-                                                  _postprocess_heads, None)
+                from .runtimes import onnxruntime_backend
+
+                plain[("onnxruntime", "fp32")] = (
+                    onnxruntime_backend.plain_forward(onnx_file, threads), _postprocess_heads,
+                    None)
             if onnx_file is not None and runtimes.is_installed("openvino"):
-                plain[("openvino", "fp32")] = (_openvino_forward(onnx_file, threads),
+                from .runtimes import openvino_backend
+
+                plain[("openvino", "fp32")] = (openvino_backend.plain_forward(onnx_file, threads),
                                                _postprocess_heads, None)
                 record = runtimes.int8_record(cache, spec)
                 if record is not None:
                     int8_file = cache.directory / record["int8_model"]
-                    plain[("openvino", "int8")] = (_openvino_forward(int8_file, threads),
-                                                   _postprocess_heads, None)
+                    plain[("openvino", "int8")] = (
+                        openvino_backend.plain_forward(int8_file, threads), _postprocess_heads,
+                        None)
             for (runtime, precision), (forward, post, blob_of) in plain.items():
                 for batch in batches:
                     pipeline, forward_only = _plain_runners(forward, post, jpegs, batch, size,

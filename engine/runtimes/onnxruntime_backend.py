@@ -8,8 +8,10 @@ TensorRT and CUDA execution providers that the installed build lists (the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import torch
 
@@ -71,3 +73,13 @@ class OnnxRuntime(FloatBatchRuntime):
         # on the GPU.
         pixels = inputs.to("cpu", torch.float32).contiguous().numpy()
         return [torch.from_numpy(head) for head in self.session.run(None, {self._input: pixels})]
+
+
+def plain_forward(onnx_file: Path, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """ONNX Runtime called the plain way, for the benchmark's comparison: a CPU session of
+    the ONNX file on ``threads`` threads, a float batch in."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda blob: session.run(None, {name: blob})

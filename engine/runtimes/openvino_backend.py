@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import queue
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +246,12 @@ class OpenVinoRuntime:
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> list[torch.Tensor]:
         return self.start(inputs).result()
+
+
+def plain_forward(model_file: Path, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """OpenVINO called the plain way, for the benchmark's comparison: the model file
+    compiled with the defaults and ``threads`` threads, a float batch in, one synchronous
+    request at a time."""
+    compiled = ov.Core().compile_model(str(model_file), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    return lambda blob: [request.infer({0: blob})[output] for output in compiled.outputs]
