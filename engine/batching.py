@@ -22,6 +22,17 @@ thread: an image request waits for at most the forward pass running when it arri
 plus ``bulk_every`` image batches ahead of it, and one video slice; and waiting video
 frames get at least one slice in every ``bulk_every + 1`` forward passes.
 
+**Passes at once.** Where the detector can run several forward passes at once
+(``Detector.parallel_passes``: OpenVINO with streams, in THROUGHPUT mode), the thread
+keeps that many under way: it pre-processes and starts the next batch while the
+previous one runs, and post-processes a batch while the next one runs, so that the
+cores never wait for Python. Batches are formed and ordered by the same rules (image
+requests first, the same slices, ``bulk_every``), each pass at most the detector's
+``max_batch`` images; results come back in the order the passes were started. An image
+request then waits for the passes under way when it arrives (up to ``parallel_passes``
+of them, running side by side) plus ``bulk_every`` image batches ahead of it and one
+video slice, as before; a pass that fails is handled as one run alone would be.
+
 The thread also loads the model and warms it up, so that it is the only thread of the
 process that runs PyTorch's CPU kernels. That matters for speed: OpenMP keeps a team of
 threads for every thread that ever ran a parallel kernel, and as soon as a process holds
@@ -44,7 +55,7 @@ import numpy as np
 import torch
 
 from engine import Detection
-from engine.detector import DetectOptions, Detector
+from engine.detector import DetectOptions, Detector, PendingDetections
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +73,18 @@ class _Request:
     options: list[DetectOptions]
     future: Future  # -> list[BatchResult], one per image
     done: list[BatchResult] = field(default_factory=list)  # bulk: the slices run so far
+    started: int = 0  # bulk: frames handed to forward passes so far
+
+
+@dataclass
+class _Pass:
+    """A forward pass under way: an image batch, or one slice of a bulk request."""
+
+    pending: PendingDetections
+    began: float
+    size: int
+    batch: list[_Request] = field(default_factory=list)  # image requests
+    bulk: _Request | None = None
 
 
 class DynamicBatcher:
@@ -158,6 +181,10 @@ class DynamicBatcher:
             return
         self.num_threads = torch.get_num_threads()
         self._loaded.set_result(detector)
+        # A stand-in detector (tests) may not say: one pass at a time.
+        if getattr(detector, "parallel_passes", 1) > 1:
+            self._run_overlapped(detector, detector.parallel_passes)
+            return
         while True:
             urgent, bulk = self._collect()
             if self._closing:
@@ -167,11 +194,16 @@ class DynamicBatcher:
             else:
                 self._run_slice(detector, bulk)
 
-    def _collect(self) -> tuple[list[_Request], _Request | None]:
+    def _collect(self, *, wait: bool = True, max_batch: int | None = None
+                 ) -> tuple[list[_Request], _Request | None]:
         """The next work: image requests (as many as fit a batch), else one bulk request;
-        bulk work's turn after ``bulk_every`` image batches in a row."""
+        bulk work's turn after ``bulk_every`` image batches in a row. ``wait=False``:
+        nothing (([], None)) rather than waiting for work, nor for ``max_wait``."""
+        max_batch = max_batch or self.max_batch
         with self._ready:
             while not self._urgent and not self._bulk and not self._closing:
+                if not wait:
+                    return [], None
                 self._ready.wait()
             if self._closing:
                 return [], None
@@ -181,15 +213,15 @@ class DynamicBatcher:
             if self._bulk:
                 self._urgent_in_a_row += 1
             batch, count = [], 0
-            deadline = time.monotonic() + self.max_wait
+            deadline = time.monotonic() + (self.max_wait if wait else 0)
             while True:
                 while self._urgent and (not batch or count + len(self._urgent[0].images)
-                                        <= self.max_batch):
+                                        <= max_batch):
                     request = self._urgent.popleft()  # one that would overflow starts the next
                     batch.append(request)
                     count += len(request.images)
                 remaining = deadline - time.monotonic()
-                if count >= self.max_batch or self._urgent or remaining <= 0:
+                if count >= max_batch or self._urgent or remaining <= 0:
                     return batch, None
                 self._ready.wait(remaining)
 
@@ -216,6 +248,104 @@ class DynamicBatcher:
     def _pop_bulk(self) -> None:
         with self._ready:
             self._bulk.popleft()
+
+    def _drop_bulk(self, request: _Request) -> None:
+        with self._ready:
+            if request in self._bulk:
+                self._bulk.remove(request)
+
+    # --- several passes at once -----------------------------------------------------------
+
+    def _run_overlapped(self, detector: Detector, depth: int) -> None:
+        """The loop of ``_run`` with up to ``depth`` forward passes under way: start work
+        while a pass is free, else finish the oldest pass."""
+        in_flight: deque[_Pass] = deque()
+        while True:
+            # With passes under way, take only what is queued now: the cores are busy.
+            urgent, bulk = self._collect(wait=not in_flight,
+                                         max_batch=min(self.max_batch, detector.max_batch))
+            if self._closing:
+                break
+            if urgent or bulk is not None:
+                started = self._start(detector, urgent, bulk)
+                if started is not None:
+                    in_flight.append(started)
+                if len(in_flight) < depth:
+                    continue
+            if in_flight:
+                self._finish(detector, in_flight.popleft())
+        while in_flight:  # closing: what runs already still gets its answer
+            self._finish(detector, in_flight.popleft())
+
+    def _start(self, detector: Detector, urgent: list[_Request],
+               bulk: _Request | None) -> _Pass | None:
+        """Pre-process and start one forward pass (None: it failed to start, and what it
+        carried has been answered)."""
+        began = time.perf_counter()
+        if urgent:
+            images = [image for request in urgent for image in request.images]
+            options = [option for request in urgent for option in request.options]
+            try:
+                pending = detector.start_each(images, options)
+            except Exception as exc:
+                self._urgent_failed(detector, urgent, exc)
+                return None
+            return _Pass(pending, began, len(images), batch=urgent)
+        assert bulk is not None
+        start = bulk.started
+        size = min(self.bulk_slice or len(bulk.images), detector.max_batch)
+        images, options = bulk.images[start:start + size], bulk.options[start:start + size]
+        bulk.started += len(images)
+        if bulk.started == len(bulk.images):
+            self._pop_bulk()  # every frame handed out: the next bulk request is next
+        try:
+            pending = detector.start_each(images, options)
+        except Exception as exc:
+            self._bulk_failed(bulk, len(images), exc)
+            return None
+        return _Pass(pending, began, len(images), bulk=bulk)
+
+    def _finish(self, detector: Detector, running: _Pass) -> None:
+        """Wait for a pass, post-process it and answer what it carried."""
+        try:
+            found = running.pending.result()
+        except Exception as exc:
+            if running.bulk is not None:
+                self._bulk_failed(running.bulk, running.size, exc)
+            else:
+                self._urgent_failed(detector, running.batch, exc)
+            return
+        elapsed_ms = 1000 * (time.perf_counter() - running.began)
+        if running.bulk is not None:
+            request = running.bulk
+            if request.future.done():  # an earlier slice failed, or the thread closed
+                return
+            request.done.extend(BatchResult(detections, elapsed_ms, running.size)
+                                for detections in found)
+            if len(request.done) == len(request.images):
+                request.future.set_result(request.done)
+            return
+        results = iter(found)
+        for each in running.batch:
+            each.future.set_result([BatchResult(next(results), elapsed_ms, running.size)
+                                    for _ in each.images])
+
+    def _urgent_failed(self, detector: Detector, batch: list[_Request],
+                       exc: Exception) -> None:
+        if len(batch) > 1:  # one request's failure is not the others': run each alone
+            logger.warning("batch of %d requests failed (%s): running them one by one",
+                           len(batch), exc)
+            for request in batch:
+                self._run_batch(detector, [request])
+            return
+        logger.error("inference on %d image(s) failed", len(batch[0].images), exc_info=exc)
+        batch[0].future.set_exception(exc)
+
+    def _bulk_failed(self, request: _Request, frames: int, exc: Exception) -> None:
+        logger.error("inference on %d video frame(s) failed", frames, exc_info=exc)
+        self._drop_bulk(request)
+        if not request.future.done():
+            request.future.set_exception(exc)
 
     def _run_batch(self, detector: Detector, batch: list[_Request]) -> None:
         images = [image for request in batch for image in request.images]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import threading
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from . import runtimes
 from .cfg import parse_cfg
 from .model import Darknet
 from .nms import batched_nms, darknet_diou_beta
-from .preprocess import Letterbox, boxes_to_image, letterbox
+from .preprocess import Letterbox, boxes_to_image
 from .registry import model_info
 from .types import PRECISIONS, Detection, DetectOptions, OutOfMemory, read_names
 from .weights import read_darknet_weights
@@ -78,11 +79,15 @@ def cpu_prefers_bf16() -> bool:
     return bool(torch.cpu._is_amx_tile_supported()) or cpu_vendor() == "AuthenticAMD"
 
 
-def resolve_precision(precision: str, device: torch.device, runtime: str = "torch") -> str:
+def resolve_precision(precision: str, device: torch.device, runtime: str = "torch", *,
+                      int8_ready: bool = False) -> str:
     """``auto`` -> with torch, fp16 on CUDA, and on a CPU bf16 where
-    :func:`cpu_prefers_bf16`, else fp32; with another runtime, fp32 (the one precision
-    they serve for now)."""
+    :func:`cpu_prefers_bf16`, else fp32; with OpenVINO, int8 where ``int8_ready`` (an
+    INT8 model of these weights passed its accuracy check: ``runtimes.int8_passed``),
+    else fp32; with ONNX Runtime, fp32."""
     if precision == "auto":
+        if runtime == "openvino" and int8_ready:
+            return "int8"
         if runtime != "torch":
             return "fp32"
         if device.type == "cuda":
@@ -95,7 +100,8 @@ def resolve_precision(precision: str, device: torch.device, runtime: str = "torc
     if precision not in runtimes.PRECISIONS[runtime]:
         served = ", ".join(runtimes.PRECISIONS[runtime])
         raise ValueError(f"the {runtime} runtime serves {served}, not {precision} "
-                         "(the torch runtime serves fp32, bf16 and fp16)")
+                         "(the torch runtime serves fp32, bf16 and fp16; the openvino "
+                         "runtime fp32 and int8)")
     return precision
 
 
@@ -103,14 +109,19 @@ def is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
-def resolve_runtime(runtime: str, device: torch.device, precision: str) -> str:
+def resolve_runtime(runtime: str, device: torch.device, precision: str, *,
+                    int8_ready: bool = False) -> str:
     """The runtime that runs the network. ``auto`` is a rule, never a timing taken at
     start-up (workers on one machine must give the same answers):
 
     - torch on CUDA;
+    - OpenVINO where the precision is int8 (it alone serves INT8);
+    - OpenVINO on an x86-64 CPU where the precision is auto and ``int8_ready`` (an INT8
+      model of these weights passed its accuracy check): the user quantized it, and it
+      holds darknet's accuracy;
     - torch where the precision is bf16, asked for or picked by ``auto`` (where
-      :func:`cpu_prefers_bf16`: there bf16 PyTorch is the fastest measured, and no other
-      runtime here serves bf16);
+      :func:`cpu_prefers_bf16`: there bf16 PyTorch is the fastest fp32-accurate runtime
+      measured, and no other runtime here serves bf16);
     - OpenVINO on an x86-64 CPU, when its package imports;
     - torch on every other CPU (aarch64, Apple silicon...), or where OpenVINO is absent.
 
@@ -119,11 +130,17 @@ def resolve_runtime(runtime: str, device: torch.device, precision: str) -> str:
     if runtime != "auto":
         runtimes.require(runtime)
         return runtime
-    if device.type == "cuda" or resolve_precision(precision, device) != "fp32":
+    if device.type == "cuda":
         return "torch"
-    if is_x86_64() and runtimes.is_installed("openvino"):
+    if precision == "int8":
+        runtimes.require("openvino")
         return "openvino"
-    return "torch"
+    openvino_here = is_x86_64() and runtimes.is_installed("openvino")
+    if precision == "auto" and int8_ready and openvino_here:
+        return "openvino"
+    if resolve_precision(precision, device) != "fp32":
+        return "torch"
+    return "openvino" if openvino_here else "torch"
 
 
 class Detector:
@@ -135,31 +152,43 @@ class Detector:
     ``runtime`` says what runs the forward pass (``engine.runtimes``): ``torch``,
     ``openvino``, ``onnxruntime``, or ``auto`` (see :func:`resolve_runtime`: torch on
     CUDA and wherever bf16 is the precision, OpenVINO on other x86-64 CPUs where it is
-    installed, else torch). Pre-processing and post-processing are the same for all.
-    A runtime other than torch runs a model exported from ``network``, kept in
-    ``cache`` (none: exported in memory, every time).
+    installed, else torch; OpenVINO INT8 where a quantized model passed its check).
+    Each runtime prepares the images its own way (OpenVINO letterboxes in its graph,
+    the others take PyTorch's letterbox: the same numbers); post-processing is the same
+    for all. A runtime other than torch runs a model exported from ``network``, kept in
+    ``cache`` (none: exported in memory, every time). ``streams`` > 1 lets OpenVINO run
+    that many forward passes at once (``start_each``; the batcher keeps them busy).
     """
 
     def __init__(self, network: Darknet, names: Sequence[str], *, device: str = "auto",
                  precision: str = "auto", max_batch: int = 8, runtime: str = "auto",
-                 cache: runtimes.ExportCache | None = None) -> None:
+                 cache: runtimes.ExportCache | None = None, streams: int = 1) -> None:
         if len(names) != network.spec.classes:
             raise ValueError(f"{len(names)} class names for a network with "
                              f"{network.spec.classes} classes")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if streams < 1:
+            raise ValueError("streams must be at least 1")
         self.device = resolve_device(device)
-        self.runtime = resolve_runtime(runtime, self.device, precision)
+        # Only where auto could pick INT8 (the check hashes the weights).
+        int8_ready = (precision == "auto" and runtime in ("auto", "openvino")
+                      and self.device.type == "cpu" and runtimes.is_installed("openvino")
+                      and runtimes.int8_passed(cache, network.spec))
+        self.runtime = resolve_runtime(runtime, self.device, precision, int8_ready=int8_ready)
         if self.device.type not in runtimes.devices(self.runtime):
             raise ValueError(f"the {self.runtime} runtime runs on "
                              f"{' or '.join(runtimes.devices(self.runtime))} here, not on "
                              f"{self.device} (set the device to cpu)")
-        self.precision = resolve_precision(precision, self.device, self.runtime)
+        self.precision = resolve_precision(precision, self.device, self.runtime,
+                                           int8_ready=int8_ready)
         self.names = list(names)
         self.max_batch = max_batch
         self.network = network  # the source every runtime is built from
+        self.cache = cache
         self.backend = runtimes.build_runtime(self.runtime, network, device=self.device,
-                                              precision=self.precision, cache=cache)
+                                              precision=self.precision, cache=cache,
+                                              streams=streams)
         self._lock = threading.Lock()
 
     @classmethod
@@ -205,32 +234,42 @@ class Detector:
             raise ValueError(f"unknown classes: {', '.join(unknown)}")
         return frozenset(ids)
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Letterbox]]:
-        """(H, W, 3) uint8 RGB arrays -> a letterboxed or stretched (B, 3, h, w) batch in
-        float32 (see :attr:`letter_box`)."""
-        net_width, net_height = self.input_size
-        place = Letterbox.fit if self.letter_box else Letterbox.stretch
-        batch = torch.empty((len(images), 3, net_height, net_width), device=self.device)
-        boxes = []
-        for slot, image in zip(batch, images, strict=True):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.dtype} "
-                                 f"{image.shape}")
-            box = place(image.shape[1], image.shape[0], net_width, net_height)
-            with warnings.catch_warnings():
-                # Read-only arrays are fine: the tensor is only read, then copied to planar.
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                pixels = torch.from_numpy(image)
-            planar = pixels.to(self.device).permute(2, 0, 1).contiguous()
-            letterbox(planar, box, slot)  # (3, H, W) uint8 -> slot
-            boxes.append(box)
-        return batch, boxes
+    @property
+    def parallel_passes(self) -> int:
+        """Forward passes that can be under way at once (see :meth:`start_each`)."""
+        return self.backend.parallel
 
-    def forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """A letterboxed float batch -> decoded heads, each (B, A, H, W, 5 + C) float32,
-        whichever runtime runs it."""
-        with self._lock:
-            return self.backend(batch)
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[Any, list[Letterbox]]:
+        """(H, W, 3) uint8 RGB arrays -> the runtime's inputs for them (for torch and ONNX
+        Runtime the letterboxed, or stretched (see :attr:`letter_box`), (B, 3, h, w) float32
+        batch; for OpenVINO the pixels and resize tables its graph resizes from), and where
+        each image sits in them."""
+        net_width, net_height = self.input_size
+        return self.backend.prepare(images, net_width, net_height, letter_box=self.letter_box)
+
+    def forward(self, inputs: Any) -> list[torch.Tensor]:
+        """Prepared inputs -> decoded heads, each (B, A, H, W, 5 + C) float32, whichever
+        runtime runs it."""
+        return self.start(inputs).result()
+
+    def start(self, inputs: Any) -> runtimes.Pending:
+        """Start a forward pass on prepared inputs; ``result()`` waits for its heads."""
+        with self._lock:  # one thread at a time hands passes to the runtime
+            return self.backend.start(inputs)
+
+    def start_each(self, images: Sequence[np.ndarray],
+                   options: Sequence[DetectOptions]) -> PendingDetections:
+        """Like :meth:`detect_each`, without waiting: pre-process now and start the
+        forward passes (one per ``max_batch`` images), so that up to
+        :attr:`parallel_passes` run at once; ``result()`` waits and post-processes. An
+        error (out of memory included) is raised by ``result()``."""
+        if len(images) != len(options):
+            raise ValueError(f"{len(images)} images but {len(options)} option sets")
+        passes = []
+        for start in range(0, len(images), self.max_batch):
+            inputs, boxes = self.preprocess(images[start:start + self.max_batch])
+            passes.append((self.start(inputs), boxes, options[start:start + self.max_batch]))
+        return PendingDetections(self, passes)
 
     def options(self, *, min_confidence: float = 0.25, iou_threshold: float = 0.45,
                 classes: Iterable[str | int] | None = None,
@@ -264,8 +303,8 @@ class Detector:
                       options: Sequence[DetectOptions]) -> list[list[Detection]]:
         """One forward pass; if it runs out of memory, split the batch in two and retry."""
         try:
-            batch, boxes = self.preprocess(images)
-            heads = self.forward(batch)
+            inputs, boxes = self.preprocess(images)
+            heads = self.forward(inputs)
             return self.postprocess(heads, boxes, options)
         except (RuntimeError, MemoryError) as exc:
             if not is_out_of_memory(exc):
@@ -321,6 +360,28 @@ class Detector:
             if len(results[image]) < options[image].max_detections:
                 results[image].append(Detection(cls, self.names[cls], conf, x1, y1, x2, y2))
         return results
+
+
+class PendingDetections:
+    """Forward passes started by :meth:`Detector.start_each`."""
+
+    def __init__(self, detector: Detector,
+                 passes: list[tuple[runtimes.Pending, list[Letterbox], Sequence[DetectOptions]]]
+                 ) -> None:
+        self._detector = detector
+        self._passes = passes
+
+    def result(self) -> list[list[Detection]]:
+        found: list[list[Detection]] = []
+        try:
+            for pending, boxes, options in self._passes:
+                found.extend(self._detector.postprocess(pending.result(), boxes, options))
+        except BaseException:
+            for pending, _, _ in self._passes:  # each one waited for: its request freed
+                with contextlib.suppress(Exception):
+                    pending.result()
+            raise
+        return found
 
 
 def load_detector(name: str, weights_dir: str | Path, **options) -> Detector:

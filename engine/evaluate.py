@@ -89,8 +89,10 @@ def ground_truth_from_yolo_labels(images: list[Path], labels_dir: Path,
 
 def evaluate(detector: Detector, images_dir: str | Path, *, labels_dir: str | Path | None = None,
              coco_json: str | Path | None = None,
-             progress: Callable[[Iterator, int], Iterator] | None = None) -> EvaluationResult:
-    """Detect on every ground-truth image and score with pycocotools."""
+             progress: Callable[[Iterator, int], Iterator] | None = None,
+             limit: int | None = None) -> EvaluationResult:
+    """Detect on every ground-truth image (the first ``limit`` only, if given) and score
+    with pycocotools."""
     images_dir = Path(images_dir)
     if (labels_dir is None) == (coco_json is None):
         raise ValueError("give exactly one of labels_dir and coco_json")
@@ -108,6 +110,8 @@ def evaluate(detector: Detector, images_dir: str | Path, *, labels_dir: str | Pa
         mapping = {i: i + 1 for i in range(len(detector.names))}
         entries = [(img["id"], images_dir / img["file_name"]) for img in gt.dataset["images"]]
 
+    if limit is not None:
+        entries = entries[:limit]
     results = []
     batches = [entries[i:i + detector.max_batch]
                for i in range(0, len(entries), detector.max_batch)]
@@ -121,7 +125,8 @@ def evaluate(detector: Detector, images_dir: str | Path, *, labels_dir: str | Pa
                     results.append({"image_id": image_id, "category_id": mapping[det.class_id],
                                     "bbox": [det.x1, det.y1, det.x2 - det.x1, det.y2 - det.y1],
                                     "score": det.confidence})
-    gt_boxes = len(gt.dataset["annotations"])
+    kept = {image_id for image_id, _ in entries}
+    gt_boxes = sum(1 for box in gt.dataset["annotations"] if box["image_id"] in kept)
     if not results:
         return EvaluationResult(0.0, 0.0, len(entries), gt_boxes, 0)
     with contextlib.redirect_stdout(io.StringIO()):

@@ -93,7 +93,8 @@ def _image_job_finish(job: Job, started) -> None:
             status=Job.Status.SUCCEEDED, started_at=started, finished_at=finished,
             queue_ms=ms_between(job.created_at, started), inference_ms=result.inference_ms,
             batch_size=result.batch_size, total_ms=ms_between(job.created_at, finished),
-            worker=socket.gethostname(), model_sha256=weights_sha256(job.model_name))
+            worker=socket.gethostname(), model_sha256=weights_sha256(job.model_name),
+            runtime=detector.runtime, precision=detector.precision)
         if updated:
             Detection.objects.bulk_create(rows, batch_size=1000)
     notify.job_finished(job.pk)

@@ -38,6 +38,10 @@ class Job(models.Model):
     params = models.JSONField(default=dict, help_text="the detection parameters used")
     model_name = models.CharField(max_length=64)
     model_sha256 = models.CharField(max_length=64, blank=True)
+    runtime = models.CharField(max_length=16, blank=True,
+                               help_text="what ran the forward passes (torch, openvino...)")
+    precision = models.CharField(max_length=8, blank=True,
+                                 help_text="the precision they ran in (fp32, int8...)")
 
     input_file = models.FileField(max_length=255, blank=True)
     original_filename = models.CharField(max_length=255, blank=True)

@@ -68,6 +68,16 @@ def jobs_visible_to(user) -> QuerySet[Job]:
     return jobs.filter(owner=user)
 
 
+def recent_image_inputs(*, count: int) -> list[str]:
+    """The stored input files of the ``count`` most recent succeeded image jobs, newest
+    first (jobs whose file retention removed have none): the images users actually send,
+    for calibrating an INT8 model."""
+    names = (Job.objects.filter(kind=Job.Kind.IMAGE, status=Job.Status.SUCCEEDED)
+             .exclude(input_file="").order_by("-created_at")
+             .values_list("input_file", flat=True)[:count])
+    return [str(name) for name in names]
+
+
 def job_list(*, user) -> QuerySet[Job]:
     """The caller's jobs, newest first (filtered by ``jobs.filters.JobFilter``)."""
     return jobs_visible_to(user).annotate(detection_count=Count("detections")).order_by(

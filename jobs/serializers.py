@@ -86,6 +86,9 @@ class ImageSizeSerializer(serializers.Serializer):
 class ModelInfoSerializer(serializers.Serializer):
     name = serializers.CharField()
     sha256 = serializers.CharField(allow_null=True)
+    runtime = serializers.CharField(allow_null=True,
+                                    help_text="what answered: torch, openvino or onnxruntime")
+    precision = serializers.CharField(allow_null=True, help_text="fp32, bf16, fp16 or int8")
 
 
 class TimingSerializer(serializers.Serializer):
@@ -207,7 +210,8 @@ class JobSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ModelInfoSerializer())
     def get_model(self, job: Job) -> dict:
-        return {"name": job.model_name, "sha256": job.model_sha256 or None}
+        return {"name": job.model_name, "sha256": job.model_sha256 or None,
+                "runtime": job.runtime or None, "precision": job.precision or None}
 
     @extend_schema_field(TimingSerializer())
     def get_timing(self, job: Job) -> dict:

@@ -187,7 +187,8 @@ DETECTOR_DEVICE = env_str("DETECTOR_DEVICE", "auto")
 if DETECTOR_DEVICE not in ("auto", "cpu", "cuda") and not DETECTOR_DEVICE.startswith("cuda:"):
     raise ImproperlyConfigured(f"DETECTOR_DEVICE={DETECTOR_DEVICE!r}: expected auto, cpu, cuda "
                                "or cuda:N")
-DETECTOR_PRECISION = env_choice("DETECTOR_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16"))
+DETECTOR_PRECISION = env_choice("DETECTOR_PRECISION", "auto",
+                                ("auto", "fp32", "bf16", "fp16", "int8"))
 # What runs the forward pass (engine.runtimes; auto: the rule in engine.detector.resolve_runtime).
 DETECTOR_RUNTIME = env_choice("DETECTOR_RUNTIME", "auto",
                               ("auto", "torch", "openvino", "onnxruntime"))
@@ -199,6 +200,9 @@ if DETECTOR_INPUT_SIZE % 32:
 # (a positive nice value makes, e.g., video workers yield to image workers on one host).
 DETECTOR_THREADS = env_int("DETECTOR_THREADS", 0, minimum=0)
 WORKER_NICE = env_int("WORKER_NICE", 0, minimum=0, maximum=19)
+# Forward passes a worker runs at once (OpenVINO's streams; 0: auto, 2 on a CPU with two
+# threads or more, else 1; see jobs/inference.py).
+DETECTOR_STREAMS = env_int("DETECTOR_STREAMS", 0, minimum=0, maximum=64)
 # Images per forward pass (0: auto, 4 on a CPU, 8 on a GPU; see jobs/inference.py).
 DETECTOR_MAX_BATCH = env_int("DETECTOR_MAX_BATCH", 0, minimum=0, maximum=256)
 # How long the first request of a batch waits for more (0: batch only what is already

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import numpy as np
 from celery.signals import worker_init, worker_shutdown
@@ -43,6 +44,18 @@ def pool_fit_threads(threads: int) -> int | None:
     return pool["max_size"]
 
 
+def seconds_since_process_start() -> float | None:
+    """How long this process has run (Linux's /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as uptime:
+            up = float(uptime.read().split()[0])
+        return up - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _requeued_images() -> list[str]:
     return [f"image job {pk} lost its worker" for pk in requeue_stalled_images()]
 
@@ -53,16 +66,30 @@ def start(sender=None, **kwargs) -> None:
         os.nice(settings.WORKER_NICE)
     # The model is loaded, warmed up and run by the batcher's inference thread only
     # (see engine.batching): this thread runs no PyTorch kernel.
+    began = time.perf_counter()
     batcher = get_batcher()
     detector = batcher.detector()
     blank = np.zeros((480, 640, 3), dtype=np.uint8)
     for _ in range(2):  # the first passes allocate buffers and pick kernels
         count = min(2, detector.max_batch)
-        batcher.submit_many([blank] * count, [detector.options()] * count).result()
-    logger.info("model %s (sha256 %s) on %s, %s, %s, max batch %d, input %dx%d, %d threads, "
-                "nice %d", settings.DETECTOR_MODEL, weights_sha256(settings.DETECTOR_MODEL)[:12],
-                detector.device, detector.runtime, detector.precision, detector.max_batch,
-                *detector.input_size, batcher.num_threads, os.nice(0))
+        # One request per pass at once, so that every stream is warmed up.
+        waiting = [batcher.submit_many([blank] * count, [detector.options()] * count)
+                   for _ in range(detector.parallel_passes)]
+        for each in waiting:
+            each.result()
+    logger.info("model %s (sha256 %s) on %s, %s, %s, max batch %d, %d pass(es) at once, "
+                "input %dx%d, %d threads, nice %d", settings.DETECTOR_MODEL,
+                weights_sha256(settings.DETECTOR_MODEL)[:12], detector.device,
+                detector.runtime, detector.precision, detector.max_batch,
+                detector.parallel_passes, *detector.input_size, batcher.num_threads,
+                os.nice(0))
+    up = seconds_since_process_start()
+    logger.info("%s start: model loaded and warmed up in %.1f s%s (%s)",
+                "warm" if detector.backend.warm_start else "cold",
+                time.perf_counter() - began,
+                f", {up:.1f} s since the process started" if up is not None else "",
+                "read from the export cache" if detector.backend.warm_start
+                else "exported or compiled, and kept for the next start")
     # The queues this worker consumes (-Q), not every queue the app knows of.
     queues = ",".join(sorted(sender.app.amqp.queues.consume_from)) if sender else ""
     threads = getattr(sender, "concurrency", None)  # --concurrency, else the setting

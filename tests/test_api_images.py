@@ -28,6 +28,12 @@ def test_it_detects_stores_and_returns_an_image_job(api, eager_celery, tiny_path
     assert body["model"]["name"] == "yolov3-tiny"
     assert body["model"]["sha256"] == ("dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b"
                                        "7080a42c")
+    # What answered: the worker's runtime and precision, as its detector resolved them.
+    from jobs.inference import get_batcher
+
+    worker = get_batcher().detector()
+    assert (body["model"]["runtime"], body["model"]["precision"]) == \
+        (worker.runtime, worker.precision)
     assert body["params"] == {"min_confidence": 0.25, "iou_threshold": 0.45, "classes": None,
                               "max_detections": 100}
     assert set(body["timing"]) == {"queue_ms", "inference_ms", "total_ms", "batch_size"}

@@ -1,5 +1,6 @@
 """The inference thread: dynamic batching of image requests and video batches, all
-PyTorch work on one thread, and what happens when the model cannot be loaded."""
+PyTorch work on one thread, several forward passes at once where the detector runs
+them (OpenVINO's streams), and what happens when the model cannot be loaded."""
 
 from __future__ import annotations
 
@@ -237,3 +238,142 @@ def test_forward_passes_take_4_images_on_a_cpu_unless_set(settings, tiny_paths):
     settings.DETECTOR_MAX_BATCH = 6
     assert detector_max_batch("cpu") == 6
     assert get_detector(device="cpu", precision="fp32").max_batch == 6
+
+
+def test_passes_at_once_are_two_on_a_cpu_unless_set(settings):
+    from jobs.inference import detector_streams
+
+    settings.DETECTOR_STREAMS, settings.DETECTOR_THREADS = 0, 2
+    assert detector_streams("cpu") == 2
+    settings.DETECTOR_THREADS = 1
+    assert detector_streams("cpu") == 1
+    settings.DETECTOR_STREAMS = 3
+    assert detector_streams("cpu") == 3
+
+
+# --- several forward passes at once ------------------------------------------------------
+
+class HeldPass:
+    """A forward pass that ends when the test says so (``release``)."""
+
+    def __init__(self, found, error=None):
+        self.found, self.error = found, error
+        self.released = threading.Event()
+
+    def result(self):
+        assert self.released.wait(30), "a pass was waited for but never released"
+        if self.error is not None:
+            raise self.error
+        return self.found
+
+
+class TwoAtOnceDetector(RecordingDetector):
+    """A real detector's answers, with two passes under way at once whose ends the test
+    controls; ``fail`` names the calls (1-based) whose pass raises."""
+
+    parallel_passes = 2
+
+    def __init__(self, detector, max_batch=4, fail=()):
+        super().__init__(detector)
+        self.max_batch = max_batch
+        self.passes: list[HeldPass] = []
+        self.fail = set(fail)
+        self.changed = threading.Condition()
+
+    def start_each(self, images, options):
+        found = self.detect_each(images, options)
+        error = RuntimeError("the pass failed") if len(self.calls) in self.fail else None
+        with self.changed:
+            self.passes.append(HeldPass(found, error))
+            self.changed.notify_all()
+        return self.passes[-1]
+
+    def started(self, count):
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.passes) >= count, 30)
+        return self.passes[count - 1]
+
+
+def test_two_passes_run_at_once_and_answer_in_order(tiny_fp32, images):
+    overlapping = TwoAtOnceDetector(tiny_fp32)
+    batcher, gate, _ = gated_batcher(overlapping, max_batch=4)
+    options = tiny_fp32.options()
+    first = batcher.submit_many([images["dog"]] * 4, [options] * 4)
+    second = batcher.submit_many([images["horses"]] * 4, [options] * 4)
+    third = batcher.submit(images["person"], options)
+    gate.set()
+    overlapping.started(2)  # both under way, neither finished
+    assert len(overlapping.passes) == 2 and not first.done() and not second.done()
+    overlapping.passes[0].released.set()
+    assert [r.batch_size for r in first.result(30)] == [4, 4, 4, 4]
+    overlapping.started(3).released.set()  # the third starts once the first has ended
+    overlapping.passes[1].released.set()
+    assert second.result(30)[0].detections == tiny_fp32.detect([images["horses"]])[0]
+    assert third.result(30).detections == tiny_fp32.detect([images["person"]])[0]
+    assert [size for _, size in overlapping.calls] == [4, 4, 1]
+
+
+def test_with_passes_at_once_images_still_go_before_video_slices(tiny_fp32, images):
+    overlapping = TwoAtOnceDetector(tiny_fp32)
+    batcher, gate, _ = gated_batcher(overlapping, max_batch=4, bulk_slice=2)
+    options = tiny_fp32.options()
+    order = ["horses", "person", "eagle", "dog", "horses"]
+    video = batcher.submit_many([images[name] for name in order], [options] * 5, bulk=True)
+    image = batcher.submit(images["dog"], options)
+    gate.set()
+    overlapping.started(2)  # the image, then the video's first slice beside it
+    arriving = batcher.submit(images["eagle"], options)
+    overlapping.passes[0].released.set()
+    overlapping.started(3).released.set()  # the image that arrived, before the next slice
+    for count in (2, 4, 5):
+        overlapping.started(count).released.set()
+    frames = video.result(30)
+    assert [size for _, size in overlapping.calls] == [1, 2, 1, 2, 1]
+    assert image.result(30).batch_size == 1 and arriving.result(30).batch_size == 1
+    assert [r.batch_size for r in frames] == [2, 2, 2, 2, 1]
+    for name, result in zip(order, frames, strict=True):
+        assert result.detections == tiny_fp32.detect([images[name]])[0]
+
+
+def test_with_passes_at_once_a_failed_pass_fails_only_its_own(tiny_fp32, images):
+    overlapping = TwoAtOnceDetector(tiny_fp32, fail={1, 3})
+    batcher, gate, _ = gated_batcher(overlapping, max_batch=4, bulk_slice=2)
+    options = tiny_fp32.options()
+    lone = batcher.submit(images["dog"], options)  # call 1: its pass fails
+    video = batcher.submit_many([images["horses"]] * 4, [options] * 4, bulk=True)  # 2, 3
+    gate.set()
+    for count in (1, 2, 3):
+        overlapping.started(count).released.set()
+    with pytest.raises(RuntimeError, match="the pass failed"):
+        lone.result(30)
+    with pytest.raises(RuntimeError, match="the pass failed"):  # its second slice failed
+        video.result(30)
+    after = batcher.submit(images["eagle"], options)
+    overlapping.started(4).released.set()
+    assert after.result(30).detections == tiny_fp32.detect([images["eagle"]])[0]
+
+
+def test_openvino_with_two_streams_gives_the_same_answers_through_the_batcher(
+        tiny_paths, export_dir, tiny_openvino, images):
+    from engine.detector import Detector
+    from tests.conftest import require_runtime
+
+    require_runtime("openvino")
+
+    def load():
+        return Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
+                                   device="cpu", precision="fp32", runtime="openvino",
+                                   cache_dir=export_dir, streams=2, max_batch=2)
+
+    batcher = DynamicBatcher(load, max_batch=2, max_wait=0.0, bulk_slice=2)
+    try:
+        assert batcher.detector(120).parallel_passes == 2
+        options = tiny_openvino.options()
+        names = ["dog", "horses", "person", "eagle"] * 2
+        video = batcher.submit_many([images[name] for name in names], [options] * 8, bulk=True)
+        singles = [batcher.submit(images[name], options) for name in names]
+        expected = [tiny_openvino.detect([images[name]])[0] for name in names]
+        assert [r.detections for r in video.result(120)] == expected
+        assert [s.result(120).detections for s in singles] == expected
+    finally:
+        batcher.close()

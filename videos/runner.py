@@ -222,12 +222,16 @@ def _finish_job(job: Job) -> None:
             annotate_job(job=job)
         except Exception:  # the detections stand; GET .../annotated can render it again
             logger.exception("video job %s: the annotated video could not be made", job.pk)
+    # What this worker runs the model with (a video's other parts ran on workers
+    # configured alike: one deployment's settings).
+    detector = get_batcher(job.model_name).detector()
     finished = timezone.now()
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
             status=Job.Status.SUCCEEDED, finished_at=finished,
             total_ms=(finished - job.created_at).total_seconds() * 1000,
-            model_sha256=weights_sha256(job.model_name))
+            model_sha256=weights_sha256(job.model_name), runtime=detector.runtime,
+            precision=detector.precision)
         if updated:
             Video.objects.filter(job_id=job.pk).update(frames_total=F("frames_done"))
     if updated:

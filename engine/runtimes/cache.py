@@ -42,6 +42,7 @@ class ExportCache:
         self.directory = Path(directory)
         self.weights = Path(weights)  # the darknet weights the network was loaded from
         self._weights_sha256: str | None = None
+        self.written: list[Path] = []  # what this process exported (empty: all was read)
 
     @property
     def weights_sha256(self) -> str:
@@ -67,15 +68,17 @@ class ExportCache:
         return self.directory / (f"{self.weights.stem}-{runtime}-{spec.width}x{spec.height}-"
                                  f"{precision}-{digest}{suffix}")
 
-    def stored(self, path: Path, write: Callable[[Path], None]) -> Path | None:
-        """``path``, written first by ``write(staged)`` unless it exists already.
+    def stored(self, path: Path, write: Callable[[Path], None], *,
+               replace: bool = False) -> Path | None:
+        """``path``, written first by ``write(staged)`` unless it exists already (or
+        always, with ``replace``: a quantized model made again from other images).
 
         ``write`` may write companion files beside ``staged`` (OpenVINO's ``.bin`` beside
         its ``.xml``): they are renamed into place before the file itself, so that a
         reader who finds ``path`` finds them too. None when the folder cannot be written
         (a read-only weights volume): the caller then exports in memory, for this process.
         """
-        if path.exists():
+        if path.exists() and not replace:
             logger.info("reusing the exported model %s", path)
             return path
         try:
@@ -93,6 +96,7 @@ class ExportCache:
                 os.replace(part, self.directory / part.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        self.written.append(path)
         return path
 
     def folder(self, name: str) -> Path | None:

@@ -8,14 +8,17 @@ TensorRT and CUDA execution providers that the installed build lists (the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import torch
 
 from ..model import Darknet
 from .cache import ExportCache
 from .export import export_onnx, write_onnx
+from .torch_backend import FloatBatchRuntime
 
 # Whose versions name the export (beside torch): onnx and onnxscript write the file, and
 # ONNX Runtime's version is in the key too, as every runtime's is.
@@ -48,20 +51,35 @@ def build_onnxruntime(network: Darknet, *, device: torch.device, precision: str,
             lambda staged: write_onnx(network, staged))
     source = (str(stored) if stored is not None
               else export_onnx(network).model_proto.SerializeToString())
-    return OnnxRuntime(ort.InferenceSession(source, options, providers=providers), path=stored)
+    runtime = OnnxRuntime(ort.InferenceSession(source, options, providers=providers), path=stored)
+    runtime.warm_start = stored is not None and not cache.written  # read, not exported
+    return runtime
 
 
-class OnnxRuntime:
+class OnnxRuntime(FloatBatchRuntime):
+    """Takes PyTorch's letterboxed batch (on the CPU: the session reads host memory)."""
+
     name = "onnxruntime"
+    warm_start = False
 
     def __init__(self, session: ort.InferenceSession, *, path: Path | None) -> None:
         self.session = session
         self.path = path  # the .onnx file it was loaded from (None: exported in memory)
         self._input = session.get_inputs()[0].name
 
-    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]:
+    def __call__(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         # On a CUDA device too the batch goes through host memory, and the heads come
         # back there (postprocess runs where the heads are); IO binding would keep them
         # on the GPU.
-        pixels = batch.to("cpu", torch.float32).contiguous().numpy()
+        pixels = inputs.to("cpu", torch.float32).contiguous().numpy()
         return [torch.from_numpy(head) for head in self.session.run(None, {self._input: pixels})]
+
+
+def plain_forward(onnx_file: Path, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """ONNX Runtime called the plain way, for the benchmark's comparison: a CPU session of
+    the ONNX file on ``threads`` threads, a float batch in."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda blob: session.run(None, {name: blob})

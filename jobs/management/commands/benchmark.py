@@ -1,14 +1,16 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from engine import MODELS, ImageError, decode_image, model_info
-from engine.benchmark import as_json, run_benchmark, speedups
-from engine.detector import cpu_has_native_bf16, resolve_device
+from engine import MODELS, model_info
+from engine.benchmark import as_json, gemm_gflops, run_benchmark, spec_gflops
+from engine.cfg import parse_cfg
+from engine.detector import resolve_device
+from engine.evaluate import IMAGE_SUFFIXES
+from engine.runtimes import RUNTIMES
 
 SHARED_TESTDATA = settings.BASE_DIR.parent / "shared" / "testdata"
 
@@ -17,50 +19,59 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(item) for item in text.split(",") if item.strip())
 
 
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(item.strip() for item in text.split(",") if item.strip()) if text else None
+
+
 class Command(BaseCommand):
-    help = ("Images/s of this engine at several batch sizes and precisions, and of OpenCV DNN "
-            "(readNetFromDarknet) on the same images in the same run. Prints a table and JSON.")
+    help = ("Images/s of every runtime of this engine (whole pipeline from JPEG files, and "
+            "forward only) and, side by side in the same run on the same files, of OpenCV "
+            "DNN, ONNX Runtime and OpenVINO called the plain way; each one's share of the "
+            "CPU's fp32 matmul rate, and where PMR's time goes stage by stage. A table and JSON.")
 
     def add_arguments(self, parser):
         parser.add_argument("--models", default="yolov3-tiny,yolov3",
                             help="comma-separated; official weights when fetched, else random")
         parser.add_argument("--batches", type=_int_list, default=None,
-                            help="batch sizes (default 1,8 on CPU; 1,8,32 on CUDA)")
+                            help="batch sizes (default 8; 8,32 on CUDA)")
         parser.add_argument("--precisions", default=None,
-                            help="default: fp32 and bf16 (where native) on CPU, fp16 on CUDA")
-        parser.add_argument("--device", default="auto")
+                            help="PMR's precisions to time (default: every one available)")
+        parser.add_argument("--runtimes", default=None,
+                            help=f"PMR's runtimes to time (default: {','.join(RUNTIMES)})")
+        parser.add_argument("--device", default="cpu")
         parser.add_argument("--rounds", type=int, default=5)
-        parser.add_argument("--images", default=None, help="folder of images (default: the "
-                            "shared COCO evaluation images, else the darknet demo images)")
+        parser.add_argument("--images", default=None, help="folder of JPEG images (default: "
+                            "the shared COCO evaluation images, else the darknet demo images)")
+        parser.add_argument("--count", type=int, default=32, help="images per round")
         parser.add_argument("--input-size", type=int, default=None)
-        parser.add_argument("--no-opencv", action="store_true")
+        parser.add_argument("--no-peers", action="store_true",
+                            help="PMR only: no OpenCV DNN, ONNX Runtime or OpenVINO loops")
         parser.add_argument("--json-out", default=None, help="also write the JSON here")
 
-    def handle(self, *args, models, batches, precisions, device, rounds, images, input_size,
-               no_opencv, json_out, **options):
+    def handle(self, *args, models, batches, precisions, runtimes, device, rounds, images,
+               count, input_size, no_peers, json_out, **options):
         target = resolve_device(device)
-        batches = batches or ((1, 8, 32) if target.type == "cuda" else (1, 8))
-        if precisions:
-            chosen = tuple(p.strip() for p in precisions.split(","))
-        elif target.type == "cuda":
-            chosen = ("fp16",)
-        else:
-            chosen = ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",)
-        pictures = self._images(images, count=2 * max(batches))
-        results = []
+        batches = batches or ((8, 32) if target.type == "cuda" else (8,))
+        jpegs = self._jpegs(images, count)
+        gemm = gemm_gflops()
+        self.stderr.write(f"fp32 matmul: {gemm:.0f} GFLOP/s on {torch.get_num_threads()} "
+                          "threads")
+        results, stages, gflops = [], [], {}
         for name in (m.strip() for m in models.split(",")):
             if name not in MODELS:
                 raise CommandError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
             cfg, weights, names = self._model_files(name)
-            results += run_benchmark(
-                model=name, cfg=cfg, weights=weights, names=names, images=pictures,
-                batches=batches, precisions=chosen, device=str(target), rounds=rounds,
-                opencv=not no_opencv, input_size=input_size,
-                log=lambda line: self.stderr.write(line))
-        report = as_json(results)
-        report["images"] = len(pictures)
-        report["cpu_threads"] = torch.get_num_threads()
-        self._table(results)
+            gflops[name] = spec_gflops(parse_cfg(cfg, input_size))
+            measured, staged = run_benchmark(
+                model=name, cfg=cfg, weights=weights, names=names, jpegs=jpegs,
+                batches=batches, device=str(target), rounds=rounds, peers=not no_peers,
+                precisions=_names(precisions), runtime_names=_names(runtimes),
+                input_size=input_size, gemm=gemm, log=lambda line: self.stderr.write(line))
+            results += measured
+            stages += staged
+        report = as_json(results, stages, gemm=gemm, gflops=gflops)
+        report["images"] = len(jpegs)
+        self._tables(report)
         self.stdout.write(json.dumps(report, indent=2))
         if json_out:
             Path(json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -76,37 +87,39 @@ class Command(BaseCommand):
         self.stderr.write(f"{name}: official weights not fetched; timing random weights")
         return cfg, None, None
 
-    def _images(self, folder: str | None, count: int) -> list[np.ndarray]:
+    def _jpegs(self, folder: str | None, count: int) -> list[bytes]:
         candidates = [Path(folder)] if folder else [SHARED_TESTDATA / "coco128_val2017" / "images",
                                                     SHARED_TESTDATA / "darknet"]
         for directory in candidates:
             if not directory.is_dir():
                 continue
-            decoded = []
-            for path in sorted(directory.iterdir()):
-                try:
-                    decoded.append(decode_image(path))
-                except ImageError:
-                    continue
-                if len(decoded) == count:
-                    break
-            if decoded:
-                return [decoded[i % len(decoded)] for i in range(count)]
-        self.stderr.write("no image folder found: timing random 640x480 images")
-        rng = np.random.default_rng(0)
-        return [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(count)]
+            files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if files:
+                return [files[i % len(files)].read_bytes() for i in range(count)]
+        raise CommandError(f"no image folder found ({', '.join(map(str, candidates))})")
 
-    def _table(self, results) -> None:
-        ratios = {(r["model"], r["precision"], r["batch"]): r for r in speedups(results)}
-        header = (f"{'model':<12} {'runtime':<10} {'device':<7} {'prec':<5} {'batch':>5} "
-                  f"{'ms/img':>8} {'img/s':>7} {'x cv same':>9} {'x cv best':>9}")
+    def _tables(self, report: dict) -> None:
+        cpu = report["cpu"]
+        self.stdout.write(f"{cpu}, {report['threads']} threads, fp32 matmul "
+                          f"{report['gemm_fp32_gflops']:.0f} GFLOP/s")
+        header = (f"{'model':<12} {'entrant':<6} {'runtime':<12} {'prec':<5} {'mode':<9} "
+                  f"{'batch':>5} {'ms/img':>8} {'img/s':>7} {'% matmul':>8}")
         self.stdout.write(header)
         self.stdout.write("-" * len(header))
-        for r in results:
-            ratio = ratios.get((r.model, r.precision, r.batch)) if r.runtime == "pmr" else None
-            same = ratio and ratio["vs_opencv_same_batch"]
-            best = ratio and ratio["vs_opencv_best"]
+        for r in sorted(report["measurements"],
+                        key=lambda r: (r["model"], r["mode"], r["batch"], -r["images_per_second"])):
+            share = f"{100 * r['gemm_share']:.0f}" if r["gemm_share"] else ""
             self.stdout.write(
-                f"{r.model:<12} {r.runtime:<10} {r.device:<7} {r.precision:<5} {r.batch:>5} "
-                f"{r.ms_per_image:>8.1f} {r.images_per_second:>7.1f} "
-                f"{f'{same:.2f}' if same else '':>9} {f'{best:.2f}' if best else '':>9}")
+                f"{r['model']:<12} {r['entrant']:<6} {r['runtime']:<12} {r['precision']:<5} "
+                f"{r['mode']:<9} {r['batch']:>5} {r['ms_per_image']:>8.1f} "
+                f"{r['images_per_second']:>7.1f} {share:>8}")
+        header = (f"{'model':<12} {'runtime':<12} {'prec':<5} {'batch':>5} {'decode':>7} "
+                  f"{'letterbox':>9} {'forward':>8} {'heads+NMS':>9}  (ms per image)")
+        self.stdout.write("")
+        self.stdout.write(header)
+        self.stdout.write("-" * len(header))
+        for s in report["stages"]:
+            self.stdout.write(
+                f"{s['model']:<12} {s['runtime']:<12} {s['precision']:<5} {s['batch']:>5} "
+                f"{s['decode_ms']:>7.1f} {s['letterbox_ms']:>9.1f} {s['forward_ms']:>8.1f} "
+                f"{s['postprocess_ms']:>9.1f}")

@@ -31,7 +31,8 @@ class Command(BaseCommand):
                             help="images per forward pass (default: DETECTOR_MAX_BATCH)")
         parser.add_argument("--model", choices=sorted(MODELS), default=None)
         parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
-        parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None)
+        parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                            default=None)
         parser.add_argument("--annotate", metavar="OUTDIR", default=None,
                             help="also write each image with its boxes drawn into OUTDIR")
 

@@ -19,7 +19,8 @@ class Command(BaseCommand):
         truth.add_argument("--coco-json", help="COCO instances JSON with the ground truth")
         parser.add_argument("--model", choices=sorted(MODELS), default=None)
         parser.add_argument("--device", default=None)
-        parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None)
+        parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                            default=None)
         parser.add_argument("--batch-size", type=int, default=None)
         parser.add_argument("--json", action="store_true", dest="as_json",
                             help="print the result as JSON")
