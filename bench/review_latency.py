@@ -92,7 +92,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pmr-review-bench-"))
     service = Service.create(workdir)
     try:
-        filled = service.manage("shell", "-c", FILL).stdout.split()
+        filled = service.manage("shell", "-c", FILL).stdout.strip().splitlines()[-1].split()
         video_id, count = filled[0], int(filled[1])
         base = service.start_web()
         session = log_in(base)
