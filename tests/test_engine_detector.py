@@ -59,13 +59,15 @@ def test_no_images_give_no_results(tiny_fp32):
     assert tiny_fp32.detect([]) == []
 
 
-def test_auto_precision_on_the_cpu_follows_the_cpu(tiny_paths, monkeypatch):
+def test_auto_precision_on_the_cpu_follows_the_cpu(tiny_paths, monkeypatch, tmp_path):
     import torch
 
     from engine import detector as detector_module
 
+    # An empty export folder: no INT8 model has passed its check for these weights (one
+    # that has would make auto pick int8; tests/test_engine_int8.py covers that).
     auto = Detector.from_files(tiny_paths.cfg, tiny_paths.weights, tiny_paths.names,
-                               device="cpu", precision="auto")
+                               device="cpu", precision="auto", cache_dir=tmp_path)
     wanted = "bf16" if detector_module.cpu_prefers_bf16() else "fp32"
     assert auto.precision == wanted
     assert next(auto.network.parameters()).dtype == {
