@@ -354,14 +354,7 @@ class DynamicBatcher:
         try:
             found = detector.detect_each(images, options)
         except Exception as exc:
-            if len(batch) > 1:  # one request's failure is not the others': run each alone
-                logger.warning("batch of %d requests failed (%s): running them one by one",
-                               len(batch), exc)
-                for request in batch:
-                    self._run_batch(detector, [request])
-                return
-            logger.exception("inference on %d image(s) failed", len(images))
-            batch[0].future.set_exception(exc)
+            self._urgent_failed(detector, batch, exc)
             return
         elapsed_ms = 1000 * (time.perf_counter() - start)
         results = iter(found)

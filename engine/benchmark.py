@@ -147,6 +147,20 @@ def _chunks(items: Sequence, size: int) -> list:
 
 # --- PMR ---------------------------------------------------------------------------------
 
+def _overlapped(detector: Detector, started) -> None:
+    """Wait for the passes ``started`` yields (each started as it is drawn), keeping as
+    many under way at once as the runtime runs; then for the device."""
+    in_flight: deque = deque()
+    for pending in started:
+        in_flight.append(pending)
+        if len(in_flight) >= detector.parallel_passes:
+            in_flight.popleft().result()
+    while in_flight:
+        in_flight.popleft().result()
+    if detector.device.type == "cuda":
+        torch.cuda.synchronize(detector.device)
+
+
 def _pmr_pipeline(detector: Detector, jpegs: list[bytes]) -> Callable[[], None]:
     options = detector.options(min_confidence=MIN_CONFIDENCE, iou_threshold=IOU)
     chunks = _chunks(jpegs, detector.max_batch)
@@ -159,15 +173,8 @@ def _pmr_pipeline(detector: Detector, jpegs: list[bytes]) -> Callable[[], None]:
         # threads decode while its inference thread runs; passes overlap where the
         # runtime runs several at once.
         with ThreadPoolExecutor(1, thread_name_prefix="pmr-decode") as decoder:
-            in_flight: deque = deque()
-            for images in decoder.map(decode, chunks):
-                in_flight.append(detector.start_each(images, [options] * len(images)))
-                if len(in_flight) >= detector.parallel_passes:
-                    in_flight.popleft().result()
-            while in_flight:
-                in_flight.popleft().result()
-        if detector.device.type == "cuda":
-            torch.cuda.synchronize(detector.device)
+            _overlapped(detector, (detector.start_each(images, [options] * len(images))
+                                   for images in decoder.map(decode, chunks)))
 
     return run
 
@@ -177,15 +184,7 @@ def _pmr_forward(detector: Detector, images: list[np.ndarray], count: int) -> Ca
     passes = -(-count // detector.max_batch)
 
     def run() -> None:
-        in_flight: deque = deque()
-        for _ in range(passes):  # as many at once as the runtime runs
-            in_flight.append(detector.start(inputs))
-            if len(in_flight) >= detector.parallel_passes:
-                in_flight.popleft().result()
-        while in_flight:
-            in_flight.popleft().result()
-        if detector.device.type == "cuda":
-            torch.cuda.synchronize(detector.device)
+        _overlapped(detector, (detector.start(inputs) for _ in range(passes)))
 
     return run
 

@@ -29,15 +29,22 @@ _LARGE_GROUP = 2048
 Overlap = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def box_iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of every pair of (..., N, 4) and (..., M, 4) x1y1x2y2 boxes -> (..., N, M)."""
+def _intersection_and_union(a: torch.Tensor,
+                            b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intersection and union areas of every pair of x1y1x2y2 boxes -> two (..., N, M)."""
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     left_top = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
     right_bottom = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
     wh = (right_bottom - left_top).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    return inter / (area_a[..., :, None] + area_b[..., None, :] - inter)
+    return inter, area_a[..., :, None] + area_b[..., None, :] - inter
+
+
+def box_iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair of (..., N, 4) and (..., M, 4) x1y1x2y2 boxes -> (..., N, M)."""
+    inter, union = _intersection_and_union(a, b)
+    return inter / union
 
 
 def box_diou_matrix(a: torch.Tensor, b: torch.Tensor, beta: float) -> torch.Tensor:
@@ -47,13 +54,7 @@ def box_diou_matrix(a: torch.Tensor, b: torch.Tensor, beta: float) -> torch.Tens
     d the squared distance of the centres, c the squared diagonal of the smallest box
     enclosing both; where c is 0, the IoU alone.
     """
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    left_top = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    right_bottom = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    wh = (right_bottom - left_top).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[..., :, None] + area_b[..., None, :] - inter
+    inter, union = _intersection_and_union(a, b)
     iou = torch.where((inter > 0) & (union != 0), inter / union, 0)  # (..., N, M)
     enclosing = (torch.maximum(a[..., :, None, 2:], b[..., None, :, 2:])
                  - torch.minimum(a[..., :, None, :2], b[..., None, :, :2]))  # (..., N, M, 2)
