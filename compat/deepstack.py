@@ -1,9 +1,12 @@
-"""A DeepStack-compatible object-detection endpoint: POST /v1/vision/detection.
+"""DeepStack-compatible object detection: POST /v1/vision/detection (the service's
+default model) and POST /v1/vision/custom/<model> (any model of the registry, by name or
+NAME@VERSION, as DeepStack and CodeProject.AI serve custom models).
 
 Blue Iris, Home Assistant and the scripts written for DeepStack (or CodeProject.AI, which
 copied its API) work unchanged: multipart ``image``, optional ``min_confidence`` (0-1,
 default 0.4) and ``api_key`` (a PMR API token). The answer has DeepStack's shape, its
-label names and integer pixel coordinates; errors are ``{"success": false, "error"}``.
+label names (a custom model's own names) and integer pixel coordinates; errors are
+``{"success": false, "error"}``.
 Every call is a stored PMR job, like any other.
 
 A DRF view with DeepStack's own authentication (the key in a form field or a Token
@@ -29,7 +32,7 @@ from core.errors import DATABASE_ERRORS, ApiError
 from core.throttling import ScopedThrottle, UserThrottle
 from engine.labels import coco_name
 from images.services import image_job_detect
-from jobs import selectors
+from jobs import catalog, selectors
 from jobs.models import Job
 
 DEFAULT_MIN_CONFIDENCE = 0.4
@@ -100,7 +103,7 @@ class DetectionView(APIView):
         super().initial(request, *args, **kwargs)
 
     @extend_schema(exclude=True)  # DeepStack's API, documented by DeepStack
-    def post(self, request):
+    def post(self, request, model: str | None = None):
         upload = request.FILES.get("image")
         if upload is None:
             raise ApiError("missing_file", "No valid image file was sent (multipart field "
@@ -113,13 +116,15 @@ class DetectionView(APIView):
             raise ApiError("invalid_parameters", "min_confidence must be a number from 0 to 1")
         params = {"min_confidence": min_confidence, "iou_threshold": 0.45, "classes": None,
                   "max_detections": 1000}
+        choice = catalog.resolve(model) if model else None  # a 400 listing the known ones
         job, finished = image_job_detect(owner=request.user if request.user.is_authenticated
                                          else None, upload=upload, params=params,
-                                         timeout=settings.DETECT_WAIT_SECONDS)
+                                         timeout=settings.DETECT_WAIT_SECONDS, model=choice)
         if not finished or job.status != Job.Status.SUCCEEDED:
             raise ApiError("timeout", f"the detector did not answer in time (job {job.pk})",
                            status_code=500)
-        predictions = [{"label": coco_name(row.label), "confidence": row.confidence,
+        name = coco_name if model is None else str  # DeepStack's COCO names; else the model's
+        predictions = [{"label": name(row.label), "confidence": row.confidence,
                         "x_min": round(row.x1), "y_min": round(row.y1), "x_max": round(row.x2),
                         "y_max": round(row.y2)} for row in selectors.job_detections(job=job)]
         return Response({"success": True, "predictions": predictions,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ from compat.inputs import image_bytes, object_source, parameter_error, spooled_t
 from core.errors import ApiError
 from engine.labels import rekognition_name
 from images.services import image_job_detect
+from jobs import catalog
 from jobs import selectors as job_selectors
 from jobs.models import Detection, Job
 from jobs.selectors import default_gap_ms, label_segments
@@ -241,8 +243,64 @@ def _segments(job: Job, sort: str) -> list[dict]:
     return sorted(entries, key=key)
 
 
+# arn:aws:rekognition:REGION:ACCOUNT:project/NAME/version/VERSION/CREATED: the project is
+# the model's name; the version its number ("3", "NAME.3" or "NAME@3"), or "default".
+_VERSION_ARN = re.compile(r"^arn:aws:rekognition:[^:]*:[^:]*:project/(?P<name>[^/]+)"
+                          r"/version/(?P<version>[^/]+)(?:/[^/]*)?$")
+
+
+def model_of_arn(arn: object) -> catalog.Choice:
+    """The registry's model version that a Custom Labels ProjectVersionArn names."""
+    if not isinstance(arn, str):
+        raise parameter_error("ProjectVersionArn is required")
+    match = _VERSION_ARN.match(arn)
+    if match is None:
+        raise parameter_error(f"ProjectVersionArn {arn!r} is not a project version ARN "
+                              "(arn:aws:rekognition:REGION:ACCOUNT:project/MODEL/version/"
+                              "VERSION/CREATED)")
+    name, version = match["name"], match["version"]
+    for separator in (f"{name}.", f"{name}@"):
+        version = version.removeprefix(separator)
+    ref = name if version in ("default", "latest") else f"{name}@{version}"
+    if not version.isdigit() and ref != name:
+        raise parameter_error(f"the version in {arn!r} is not a version number of {name}")
+    try:
+        return catalog.resolve(ref)
+    except ApiError as exc:
+        raise AwsError("ResourceNotFoundException", exc.message) from None
+
+
+def detect_custom_labels(body: dict, user) -> dict:
+    """Custom Labels' object detection: each box of the named model as a CustomLabel with
+    its Geometry (labels are the model's own class names)."""
+    model = model_of_arn(body.get("ProjectVersionArn"))
+    name, data = image_bytes(body)
+    max_results = body.get("MaxResults", 1000)
+    if not isinstance(max_results, int) or max_results < 0:
+        raise parameter_error("MaxResults must be a positive integer")
+    params = {"min_confidence": _min_confidence(body, 25), "iou_threshold": 0.45,
+              "classes": None, "max_detections": 1000}
+    job, finished = image_job_detect(owner=user, upload=SimpleUploadedFile(name, data),
+                                     params=params, timeout=settings.DETECT_WAIT_SECONDS,
+                                     model=model)
+    if not finished or job.status != Job.Status.SUCCEEDED:
+        raise AwsError("InternalServerError", "the detector did not answer in time; "
+                               f"the job is {job.pk}", 500)
+    labels = []
+    for row in job_selectors.job_detections(job=job)[:max_results]:
+        box = _instance(row, job.width, job.height)["BoundingBox"]
+        corners = [(box["Left"], box["Top"]), (box["Left"] + box["Width"], box["Top"]),
+                   (box["Left"] + box["Width"], box["Top"] + box["Height"]),
+                   (box["Left"], box["Top"] + box["Height"])]
+        labels.append({"Name": row.label, "Confidence": row.confidence * 100,
+                       "Geometry": {"BoundingBox": box,
+                                    "Polygon": [{"X": x, "Y": y} for x, y in corners]}})
+    return {"CustomLabels": labels}
+
+
 OPERATIONS: dict[str, Callable[[dict, object], dict]] = {
     "DetectLabels": detect_labels,
+    "DetectCustomLabels": detect_custom_labels,
     "StartLabelDetection": start_label_detection,
     "GetLabelDetection": get_label_detection,
 }
@@ -256,5 +314,5 @@ class RekognitionAuthentication(SigV4Authentication):
 class RekognitionView(AwsJsonView):
     target_prefix = TARGET_PREFIX
     operations = OPERATIONS
-    submitting = frozenset({"DetectLabels", "StartLabelDetection"})
+    submitting = frozenset({"DetectLabels", "DetectCustomLabels", "StartLabelDetection"})
     authentication_classes = [RekognitionAuthentication]

@@ -14,12 +14,23 @@ _ENVELOPE = 64 * 1024
 _DEEPSTACK_PATHS = ("/v1/vision/",)
 
 
+def upload_limit(path: str) -> int | None:
+    """The upload limit of an endpoint (UPLOAD_LIMITS: a path, or a prefix ending in
+    '/' for a family of them); None if it takes no upload."""
+    limits = settings.UPLOAD_LIMITS
+    exact = limits.get(path.rstrip("/"))
+    if exact is not None:
+        return exact
+    return next((limit for prefix, limit in limits.items()
+                 if prefix.endswith("/") and path.startswith(prefix)), None)
+
+
 class UploadLimitMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        limit = settings.UPLOAD_LIMITS.get(request.path_info.rstrip("/"))
+        limit = upload_limit(request.path_info)
         if limit is not None and request.method == "POST":
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)

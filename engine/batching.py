@@ -158,6 +158,11 @@ class DynamicBatcher:
             self._thread.join(timeout)
 
     @property
+    def loaded(self) -> bool:
+        """Loading ended (the model is loaded, or could not be: ``failed``)."""
+        return self._loaded.done()
+
+    @property
     def failed(self) -> bool:
         """The model could not be loaded (the thread has stopped)."""
         return self._loaded.done() and self._loaded.exception() is not None

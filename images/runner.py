@@ -20,8 +20,8 @@ from django.utils import timezone
 from engine import ImageError, OutOfMemory, decode_image
 from images.services import IMAGE_ERRORS, IMAGE_LEASE
 from jobs import notify, runtime
-from jobs.catalog import weights_sha256
-from jobs.inference import get_batcher
+from jobs.catalog import job_ref
+from jobs.inference import batcher_for, weights_sha256
 from jobs.models import Detection, Job
 from jobs.services import delete_input, job_fail, ms_between
 from jobs.thumbnails import thumbnail_save
@@ -65,23 +65,23 @@ def _image_job_finish(job: Job, started) -> None:
         delete_input(job)
         return
 
-    batcher = get_batcher(job.model_name)
-    try:
-        detector = batcher.detector()
-    except FileNotFoundError as exc:
-        job_fail(job=job, code="model_unavailable", message=str(exc))
-        return
-    pending = batcher.submit(image, detector.options(**job.params))
-    try:
-        # The threads pool cannot interrupt a task: the soft time limit is enforced here.
-        result = pending.result(timeout=settings.IMAGE_TASK_SOFT_TIME_LIMIT)
-    except concurrent.futures.TimeoutError:
-        job_fail(job=job, code="timeout", message="inference did not finish within "
-                 f"{settings.IMAGE_TASK_SOFT_TIME_LIMIT} s")
-        return
-    except OutOfMemory as exc:
-        job_fail(job=job, code="out_of_memory", message=str(exc))
-        return
+    with batcher_for(job_ref(job)) as batcher:
+        try:
+            detector = batcher.detector()
+        except FileNotFoundError as exc:
+            job_fail(job=job, code="model_unavailable", message=str(exc))
+            return
+        pending = batcher.submit(image, detector.options(**job.params))
+        try:
+            # The threads pool cannot interrupt a task: the soft time limit is enforced here.
+            result = pending.result(timeout=settings.IMAGE_TASK_SOFT_TIME_LIMIT)
+        except concurrent.futures.TimeoutError:
+            job_fail(job=job, code="timeout", message="inference did not finish within "
+                     f"{settings.IMAGE_TASK_SOFT_TIME_LIMIT} s")
+            return
+        except OutOfMemory as exc:
+            job_fail(job=job, code="out_of_memory", message=str(exc))
+            return
     rows = [Detection(job=job, frame_index=0, timestamp_ms=0, class_id=d.class_id,
                       label=d.label, confidence=d.confidence, x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2)
             for d in result.detections]
@@ -93,7 +93,7 @@ def _image_job_finish(job: Job, started) -> None:
             status=Job.Status.SUCCEEDED, started_at=started, finished_at=finished,
             queue_ms=ms_between(job.created_at, started), inference_ms=result.inference_ms,
             batch_size=result.batch_size, total_ms=ms_between(job.created_at, finished),
-            worker=socket.gethostname(), model_sha256=weights_sha256(job.model_name),
+            worker=socket.gethostname(), model_sha256=weights_sha256(detector),
             runtime=detector.runtime, precision=detector.precision)
         if updated:
             Detection.objects.bulk_create(rows, batch_size=1000)
@@ -116,7 +116,7 @@ def _image_job_start(job_id, started) -> Job | None:
         return ops.quote_name(meta.get_field(name).column)
 
     loaded = ("id", "kind", "status", "created_at", "input_file", "params", "model_name",
-              "attempts")
+              "model_version", "attempts")
     sql = (f"UPDATE {ops.quote_name(meta.db_table)} SET {column('status')} = %s, "
            f"{column('started_at')} = %s, "
            f"{column('attempts')} = {column('attempts')} + 1, {column('worker')} = %s, "

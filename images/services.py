@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from core.errors import ApiError
 from images.uploads import inspect_image_upload
-from jobs import dispatch, notify
+from jobs import catalog, dispatch, notify
+from jobs.catalog import Choice
 from jobs.leases import Lease
 from jobs.models import Job
 from jobs.services import job_create, job_delete, queue_unavailable
@@ -38,12 +39,14 @@ IMAGE_LEASE = Lease("image", Job, seconds=lambda: settings.IMAGE_STALE_SECONDS,
 
 
 def image_job_submit(*, owner, upload: UploadedFile, params: dict,
-                     job_id: uuid.UUID | None = None) -> Job:
+                     job_id: uuid.UUID | None = None, model: Choice | None = None) -> Job:
     """Check the upload, store it under a generated name, create the job, queue it.
 
     ``job_id``: the new job's id, where the caller needs it before the job is queued
-    (to listen for its completion); by default a new one.
+    (to listen for its completion); by default a new one. ``model``: the version to
+    run (default: DETECTOR_MODEL's default version).
     """
+    model = model or catalog.resolve(None)
     info = inspect_image_upload(upload, max_bytes=settings.MAX_IMAGE_UPLOAD_BYTES,
                                 max_pixels=settings.MAX_IMAGE_PIXELS)
     name = default_storage.save(stored_name("images", info.extension), upload)
@@ -51,6 +54,7 @@ def image_job_submit(*, owner, upload: UploadedFile, params: dict,
         with transaction.atomic():  # committed before the task can look for it
             job = job_create(
                 job_id=job_id, kind=Job.Kind.IMAGE, owner=owner, params=params, input_file=name,
+                model_name=model.name, model_version=model.version,
                 original_filename=safe_original_name(upload.name),
                 content_type=info.content_type, file_size=upload.size,
                 width=info.width, height=info.height)
@@ -63,8 +67,8 @@ def image_job_submit(*, owner, upload: UploadedFile, params: dict,
     return job
 
 
-def image_job_detect(*, owner, upload: UploadedFile, params: dict,
-                     timeout: float) -> tuple[Job, bool]:
+def image_job_detect(*, owner, upload: UploadedFile, params: dict, timeout: float,
+                     model: Choice | None = None) -> tuple[Job, bool]:
     """Submit an image and wait up to ``timeout`` s for it: (job, finished).
 
     An input the worker could not read is a client error: the job and its file are
@@ -72,7 +76,8 @@ def image_job_detect(*, owner, upload: UploadedFile, params: dict,
     """
     job_id = uuid.uuid4()
     with notify.JobWaiter(job_id) as waiter:  # listening before the job is queued
-        job = image_job_submit(owner=owner, upload=upload, params=params, job_id=job_id)
+        job = image_job_submit(owner=owner, upload=upload, params=params, job_id=job_id,
+                               model=model)
         finished = waiter.wait(timeout)
     job.refresh_from_db()
     if finished and job.error_code in CLIENT_ERROR_STATUS:

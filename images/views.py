@@ -39,8 +39,9 @@ class DetectImageView(APIView):
         serializer.is_valid(raise_exception=True)
         params = dict(serializer.validated_data)
         upload = params.pop("image")
+        model = params.pop("model")
         job, finished = services.image_job_detect(owner=request_owner(request), upload=upload,
-                                                  params=params,
+                                                  params=params, model=model,
                                                   timeout=settings.DETECT_WAIT_SECONDS)
         location = {"Location": request.build_absolute_uri(f"/api/jobs/{job.pk}")}
         if not finished:

@@ -37,6 +37,9 @@ class Job(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     params = models.JSONField(default=dict, help_text="the detection parameters used")
     model_name = models.CharField(max_length=64)
+    model_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="the version of the model it runs (null: jobs from "
+        "before models had versions, which ran the model's first)")
     model_sha256 = models.CharField(max_length=64, blank=True)
     runtime = models.CharField(max_length=16, blank=True,
                                help_text="what ran the forward passes (torch, openvino...)")
@@ -180,6 +183,60 @@ class Detection(models.Model):
         return f"{self.label} {self.confidence:.2f} @ frame {self.frame_index}"
 
 
+def model_storage_name(name: str, version: int, filename: str) -> str:
+    return f"models/{name}/{version}/{filename}"
+
+
+class DetectorModel(models.Model):
+    """One version of a detector that jobs may run: its darknet cfg, weights and class
+    names (the sha256 of each), with what the web tier needs to check a request without
+    reading them (class names, input size). Uploaded models' files are in the project's
+    storage (``models/<name>/<version>/``); a built-in model's (``builtin``) are the ones
+    ``fetch_weights`` put in WEIGHTS_DIR. The same files under a name are the same
+    version; new files under a name are a new version."""
+
+    name = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    is_default = models.BooleanField(default=False,
+                                     help_text="the version a request naming only the model runs")
+    builtin = models.BooleanField(default=False, help_text="files in WEIGHTS_DIR, not storage")
+    cfg_file = models.CharField(max_length=255, blank=True)
+    weights_file = models.CharField(max_length=255, blank=True)
+    names_file = models.CharField(max_length=255, blank=True)
+    cfg_sha256 = models.CharField(max_length=64)
+    weights_sha256 = models.CharField(max_length=64)
+    names_sha256 = models.CharField(max_length=64)
+    weights_size = models.BigIntegerField(default=0)
+    classes = models.PositiveIntegerField()
+    class_names = models.JSONField(default=list)
+    input_width = models.PositiveIntegerField()
+    input_height = models.PositiveIntegerField()
+    input_size_set = models.BooleanField(
+        default=False, help_text="the input size was given at upload (else: the cfg's)")
+    letter_box = models.BooleanField(default=True,
+                                     help_text="letterboxed (else stretched) to the input")
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("name", "-version")
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="model_name_version"),
+            models.UniqueConstraint(fields=["name"], condition=models.Q(is_default=True),
+                                    name="model_one_default"),
+        ]
+
+    def __str__(self) -> str:
+        return self.ref
+
+    @property
+    def ref(self) -> str:
+        """How a request names exactly this version: ``name@version``."""
+        return f"{self.name}@{self.version}"
+
+
 class WorkerHeartbeat(models.Model):
     """A live Celery worker, as it last reported itself (for /readyz and the admin)."""
 
@@ -189,6 +246,8 @@ class WorkerHeartbeat(models.Model):
     model_name = models.CharField(max_length=64)
     precision = models.CharField(max_length=8)
     queues = models.CharField(max_length=255, blank=True)
+    models_loaded = models.JSONField(default=list, blank=True,
+                                     help_text="the models (name@version) it holds loaded")
     started_at = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)
 

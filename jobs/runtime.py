@@ -64,7 +64,7 @@ class Identity:
 class WorkerRuntime:
     identity: Identity = field(default_factory=lambda: Identity(hostname=""))
     watchdog_checks: list[Callable[[], list[str]]] = field(default_factory=list)
-    batchers: dict = field(default_factory=dict)  # model name -> DynamicBatcher
+    batchers: dict = field(default_factory=dict)  # model (jobs.inference.Target.key) -> batcher
     slots: dict[str, Slots] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,8 +109,16 @@ class WorkerRuntime:
         WorkerHeartbeat.objects.update_or_create(hostname=me.hostname, defaults={
             "pid": os.getpid(), "device": me.device, "queues": me.queues,
             "model_name": settings.DETECTOR_MODEL, "precision": me.precision,
+            "models_loaded": self.models_loaded(),
             "started_at": self.started_at, "last_seen": timezone.now()})
         self.renew()
+
+    def models_loaded(self) -> list[str]:
+        """The models loaded here (name, or name@version for an uploaded one)."""
+        with self._lock:
+            batchers = dict(self.batchers)
+        return sorted(key.partition("#")[0] for key, batcher in batchers.items()
+                      if getattr(batcher, "loaded", False) and not batcher.failed)
 
     def watch(self) -> list[str]:
         """Run the watchdog's checks once (any live worker may: requeueing is atomic per

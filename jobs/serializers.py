@@ -3,13 +3,13 @@ their parts as the API gives them."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.errors import ApiError
 from engine import Detection as EngineDetection
-from jobs.catalog import class_names
+from jobs import catalog
 from jobs.models import Detection, Job, webhook_of
 from jobs.selectors import label_summary
 
@@ -34,17 +34,38 @@ class DetectParamsSerializer(StrictSerializer):
         help_text="comma-separated class names to keep, e.g. person,car (default: all)")
     max_detections = serializers.IntegerField(required=False, default=100, min_value=1,
                                               max_value=10_000)
+    model = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=80,
+        help_text="the model to run: NAME (its default version) or NAME@VERSION, as "
+                  "GET /api/models lists them (default: the service's DETECTOR_MODEL)")
 
     def validate_classes(self, value: str) -> list[str] | None:
-        wanted = [item.strip() for item in value.split(",") if item.strip()]
+        """The names asked for (None: all); checked against the model's in validate."""
+        return [item.strip() for item in value.split(",") if item.strip()] or None
+
+    def validate_model(self, value: str) -> catalog.Choice:
+        try:
+            return catalog.resolve(value or None)
+        except ApiError as exc:
+            raise serializers.ValidationError(exc.message) from None
+
+    def validate(self, attrs: dict) -> dict:
+        """The classes asked for must be the chosen model's."""
+        attrs = super().validate(attrs)
+        choice = attrs.get("model") or catalog.resolve(None)
+        attrs["model"] = choice
+        wanted = attrs.get("classes") or []
         if not wanted:
-            return None
-        known = class_names(settings.DETECTOR_MODEL)
+            attrs["classes"] = None
+            return attrs
+        known = choice.class_names
         unknown = [name for name in wanted if name not in known]
         if unknown:
-            raise serializers.ValidationError(
-                f"unknown classes: {', '.join(unknown)} (known: {', '.join(known)})")
-        return sorted(set(wanted), key=known.index)
+            raise serializers.ValidationError({"classes": (
+                f"unknown classes for model {choice.ref}: {', '.join(unknown)} "
+                f"(known: {', '.join(known)})")})
+        attrs["classes"] = sorted(set(wanted), key=known.index)
+        return attrs
 
 
 class BoxSerializer(serializers.Serializer):
@@ -85,10 +106,14 @@ class ImageSizeSerializer(serializers.Serializer):
 
 class ModelInfoSerializer(serializers.Serializer):
     name = serializers.CharField()
+    version = serializers.IntegerField(allow_null=True, help_text="the model version it ran")
     sha256 = serializers.CharField(allow_null=True)
     runtime = serializers.CharField(allow_null=True,
                                     help_text="what answered: torch, openvino or onnxruntime")
     precision = serializers.CharField(allow_null=True, help_text="fp32, bf16, fp16 or int8")
+    resize = serializers.CharField(allow_null=True, help_text=(
+        "how images were brought to the network's size: letterbox (aspect kept) or stretch, "
+        "as the model's cfg says ([net] letter_box)"))
 
 
 class TimingSerializer(serializers.Serializer):
@@ -210,8 +235,10 @@ class JobSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ModelInfoSerializer())
     def get_model(self, job: Job) -> dict:
-        return {"name": job.model_name, "sha256": job.model_sha256 or None,
-                "runtime": job.runtime or None, "precision": job.precision or None}
+        return {"name": job.model_name, "version": job.model_version,
+                "sha256": job.model_sha256 or None,
+                "runtime": job.runtime or None, "precision": job.precision or None,
+                "resize": catalog.resize_of(job)}
 
     @extend_schema_field(TimingSerializer())
     def get_timing(self, job: Job) -> dict:

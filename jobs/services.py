@@ -35,19 +35,23 @@ VIDEO_FACTS = ("fps", "frame_count", "duration_ms", "codec")
 
 @transaction.atomic
 def job_create(*, kind: str, owner, params: dict, input_file: str, model_name: str = "",
-               job_id: uuid.UUID | None = None, video: dict | None = None,
-               callback_url: str = "", base_url: str = "", **fields) -> Job:
+               model_version: int | None = None, job_id: uuid.UUID | None = None,
+               video: dict | None = None, callback_url: str = "", base_url: str = "",
+               **fields) -> Job:
     """Create a queued job: the one way every path (API, compatibility layers, re-runs)
     does, so that each has what the workers and the watchdog need — a lease, by which a
-    job whose message is lost is sent again; the model; the input. ``fields``: the
-    input's facts (MEDIA_FIELDS), ``idempotency_key``, ``parent``; ``video``: a video
-    job's facts (VIDEO_FACTS) and ``frames_total``; ``callback_url``: where its webhook
-    goes, with ``base_url`` for the absolute URLs in its body."""
+    job whose message is lost is sent again; the model (``model_name``, by default
+    DETECTOR_MODEL, and ``model_version``, the version the request resolved to); the
+    input. ``fields``: the input's facts (MEDIA_FIELDS), ``idempotency_key``,
+    ``parent``; ``video``: a video job's facts (VIDEO_FACTS) and ``frames_total``;
+    ``callback_url``: where its webhook goes, with ``base_url`` for the absolute URLs in
+    its body."""
     if (kind == Job.Kind.VIDEO) != (video is not None):
         raise ValueError("a video job needs its video's facts, and only a video job has them")
     job = Job.objects.create(
         id=job_id or uuid.uuid4(), kind=kind, owner=owner, params=params,
-        model_name=model_name or settings.DETECTOR_MODEL, input_file=input_file,
+        model_name=model_name or settings.DETECTOR_MODEL, model_version=model_version,
+        input_file=input_file,
         lease_expires=timezone.now() + timedelta(seconds=settings.QUEUE_STALE_SECONDS),
         **fields)
     if video is not None:

@@ -43,6 +43,7 @@ def _workers() -> dict:
             "queues_without_worker": missing,
             "workers": [{"hostname": w.hostname, "device": w.device, "model": w.model_name,
                          "precision": w.precision, "queues": w.queues,
+                         "models_loaded": w.models_loaded,
                          "last_seen": w.last_seen.isoformat()} for w in live]}
 
 

@@ -20,5 +20,6 @@ def api_index(request) -> JsonResponse:
         "service": "PMR",
         "authentication": "Authorization: Token <token>",
         "endpoints": {"detect_image": url("detect-image"), "detect_video": url("detect-video"),
-                      "jobs": url("job-list"), "schema": url("schema"), "docs": url("docs")},
+                      "jobs": url("job-list"), "models": url("model-list"),
+                      "schema": url("schema"), "docs": url("docs")},
     })

@@ -9,6 +9,7 @@ read from the environment with its default and checked at start-up, in the order
 README's configuration table.
 """
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -177,12 +178,23 @@ MAX_VIDEO_FPS = env_float("MAX_VIDEO_FPS", 240, minimum=1)
 # Upload endpoints and their limits, checked against Content-Length before reading.
 UPLOAD_LIMITS = {"/api/detect/image": MAX_IMAGE_UPLOAD_BYTES,
                  "/api/detect/video": MAX_VIDEO_UPLOAD_BYTES,
-                 "/v1/vision/detection": MAX_IMAGE_UPLOAD_BYTES}
+                 "/v1/vision/detection": MAX_IMAGE_UPLOAD_BYTES,
+                 "/v1/vision/custom/": MAX_IMAGE_UPLOAD_BYTES}  # (a prefix: each model's)
 
 # --- Detector ---------------------------------------------------------------------------
 WEIGHTS_DIR = Path(env_str("WEIGHTS_DIR", str(BASE_DIR / "weights")))
-DETECTOR_MODEL = env_choice("DETECTOR_MODEL", "yolov3-tiny",
-                            ("yolov3-tiny", "yolov3", "yolov3-spp"))
+# The model a request naming none runs: a built-in one (yolov3-tiny, yolov3, yolov3-spp)
+# or one uploaded to the registry (POST /api/models), by name (its default version).
+DETECTOR_MODEL = env_str("DETECTOR_MODEL", "yolov3-tiny")
+if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", DETECTOR_MODEL):
+    raise ImproperlyConfigured(f"DETECTOR_MODEL={DETECTOR_MODEL!r}: not a model's name")
+# Uploaded models' files, copied from storage on a worker's first use (checked by sha256).
+MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(VAR_DIR / "model-cache")))
+# Models a worker keeps loaded at once; the one used longest ago is let go past this.
+MAX_LOADED_MODELS = env_int("MAX_LOADED_MODELS", 4, minimum=1)
+# The largest model upload (cfg, weights and names together) POST /api/models takes.
+MAX_MODEL_UPLOAD_BYTES = env_int("MAX_MODEL_UPLOAD_BYTES", 1024**3, minimum=1024)
+UPLOAD_LIMITS["/api/models"] = MAX_MODEL_UPLOAD_BYTES
 DETECTOR_DEVICE = env_str("DETECTOR_DEVICE", "auto")
 if DETECTOR_DEVICE not in ("auto", "cpu", "cuda") and not DETECTOR_DEVICE.startswith("cuda:"):
     raise ImproperlyConfigured(f"DETECTOR_DEVICE={DETECTOR_DEVICE!r}: expected auto, cpu, cuda "

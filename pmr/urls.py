@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from compat import deepstack, rekognition
 from core.errors import json_error_view
 from images import views as image_views
+from jobs import model_views
 from jobs import views as job_views
 from pmr import health
 from pmr.index import api_index
@@ -21,12 +22,16 @@ _REKOGNITION = (rf"^{re.escape(settings.REKOGNITION_PATH)}/?$" if settings.REKOG
 urlpatterns = [
     re_path(_REKOGNITION, rekognition.RekognitionView.as_view(), name="rekognition"),
     path("v1/vision/detection", deepstack.DetectionView.as_view(), name="deepstack-detection"),
+    path("v1/vision/custom/<str:model>", deepstack.DetectionView.as_view(),
+         name="deepstack-custom"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
     path("api/", api_index, name="api-index"),
     path("api/detect/image", image_views.DetectImageView.as_view(), name="detect-image"),
     path("api/jobs", job_views.JobListView.as_view(), name="job-list"),
+    path("api/models", model_views.ModelListView.as_view(), name="model-list"),
+    path("api/models/<str:ref>", model_views.ModelDetailView.as_view(), name="model-detail"),
     path("api/detect/video", video_views.DetectVideoView.as_view(), name="detect-video"),
     path("api/jobs/<uuid:job_id>", job_views.JobDetailView.as_view(), name="job-detail"),
     path("api/jobs/<uuid:job_id>/detections", job_views.JobDetectionsView.as_view(),

@@ -18,8 +18,7 @@ from django.db import connections
 
 from images.services import requeue_stalled_images
 from jobs import runtime
-from jobs.catalog import weights_sha256
-from jobs.inference import get_batcher
+from jobs.inference import get_batcher, weights_sha256
 from videos.runner import parts_limit
 from videos.services import requeue_stalled
 
@@ -79,7 +78,7 @@ def start(sender=None, **kwargs) -> None:
             each.result()
     logger.info("model %s (sha256 %s) on %s, %s, %s, max batch %d, %d pass(es) at once, "
                 "input %dx%d, %d threads, nice %d", settings.DETECTOR_MODEL,
-                weights_sha256(settings.DETECTOR_MODEL)[:12], detector.device,
+                weights_sha256(detector)[:12], detector.device,
                 detector.runtime, detector.precision, detector.max_batch,
                 detector.parallel_passes, *detector.input_size, batcher.num_threads,
                 os.nice(0))

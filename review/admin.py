@@ -23,8 +23,9 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from core.errors import ApiError
 from jobs.catalog import class_names, installed_models
-from jobs.models import Detection, Job, WorkerHeartbeat
+from jobs.models import Detection, DetectorModel, Job, WorkerHeartbeat
 from review import actions, api, dashboard, views
 from review import services as review
 from review.models import ReviewEvent
@@ -38,7 +39,7 @@ class LabelFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         try:
             names = class_names(settings.DETECTOR_MODEL)
-        except OSError:
+        except (OSError, ApiError):
             names = ()
         return [(name, name) for name in names]
 
@@ -238,4 +239,25 @@ class ReviewEventAdmin(admin.ModelAdmin):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    list_display = ("hostname", "device", "model_name", "precision", "queues", "last_seen")
+    list_display = ("hostname", "device", "model_name", "precision", "queues", "models_loaded",
+                    "last_seen")
+
+
+@admin.register(DetectorModel)
+class DetectorModelAdmin(admin.ModelAdmin):
+    """The registry, to look at (uploads, defaults and deletes go through /api/models,
+    which checks them)."""
+
+    list_display = ("name", "version", "is_default", "builtin", "classes", "input_width",
+                    "input_height", "letter_box", "created_by", "created_at")
+    list_filter = ("builtin", "is_default")
+    search_fields = ("name", "notes")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -12,8 +12,9 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 from pygal.style import Style
 
+from core.errors import ApiError
 from engine.annotate import PALETTE
-from jobs.catalog import class_names
+from jobs.catalog import class_names, job_ref
 from jobs.models import Detection, Job
 from review.models import ReviewEvent, ReviewMark
 
@@ -25,8 +26,8 @@ CHART_STYLE = Style(background="white", plot_background="white", foreground="#22
 
 def class_names_of(job: Job) -> list[str]:
     try:
-        return list(class_names(job.model_name))
-    except OSError:
+        return list(class_names(job_ref(job)))
+    except (OSError, ApiError):  # its model is gone
         return []
 
 

@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from core.errors import ApiError
 from core.storage import local_or_url
-from jobs import dispatch
-from jobs.catalog import class_names
+from jobs import catalog, dispatch
+from jobs.catalog import class_names, job_ref
 from jobs.models import Detection, Job
 from jobs.selectors import selection_for
 from jobs.services import MEDIA_FIELDS, VIDEO_FACTS, job_create
@@ -37,7 +37,7 @@ REVIEW_ACTIONS = ("confirm", "reject", "relabel", "reset")
 
 
 def _class_id(job: Job, label: str) -> int:
-    names = class_names(job.model_name)
+    names = class_names(job_ref(job))
     if label not in names:
         raise ApiError("invalid_parameters", f"unknown label {label!r}",
                        details={"label": "one of the model's classes"})
@@ -122,8 +122,8 @@ def job_rerun(*, job: Job, user, model_name: str | None = None,
         params["min_confidence"] = min_confidence
     if iou_threshold is not None:
         params["iou_threshold"] = iou_threshold
-    model = model_name or job.model_name
-    class_names(model)  # the model must be installed here
+    # The same version as the job's unless another model is named (a 400 if unknown).
+    model = catalog.resolve(model_name or job_ref(job))
     extension = PurePosixPath(job.input_file.name).suffix.lstrip(".")
     with default_storage.open(job.input_file.name, "rb") as stream:
         name = default_storage.save(stored_name(f"{job.kind}s", extension), File(stream))
@@ -133,10 +133,11 @@ def job_rerun(*, job: Job, user, model_name: str | None = None,
             video = {field: getattr(job.video, field) for field in VIDEO_FACTS}
             video["frames_total"] = selection_for(job).count(job.video.frame_count or 0)
         rerun = job_create(
-            kind=job.kind, owner=job.owner, params=params, model_name=model, input_file=name,
+            kind=job.kind, owner=job.owner, params=params, model_name=model.name,
+            model_version=model.version, input_file=name,
             parent=job, video=video, **{field: getattr(job, field) for field in MEDIA_FIELDS})
         ReviewEvent.objects.create(job=job, action=ReviewEvent.Action.RERUN, user=user,
-                                   details={"rerun": str(rerun.pk), "model": model,
+                                   details={"rerun": str(rerun.pk), "model": model.ref,
                                             "params": params})
         if job.kind == Job.Kind.IMAGE:
             # A broker that cannot be reached leaves it to the watchdog (its lease lapses).
@@ -190,7 +191,7 @@ def export_dataset(*, jobs: Iterable[Job], fmt: str) -> bytes:
     if fmt not in ("coco", "yolo"):
         raise ValueError(fmt)
     jobs = [job for job in jobs if job.input_file]
-    names = list(class_names(jobs[0].model_name)) if jobs else []
+    names = list(class_names(job_ref(jobs[0]))) if jobs else []
     coco: dict = {"info": {"description": "PMR reviewed detections",
                            "date_created": timezone.now().isoformat()},
                   "images": [], "annotations": [],

@@ -140,6 +140,7 @@ def tiny_bf16(tiny_paths) -> Detector:
 def _isolated_media(settings, tmp_path_factory):
     """Each test gets its own MEDIA_ROOT, so that "nothing left on disk" can be checked."""
     settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
+    settings.MODEL_CACHE_DIR = tmp_path_factory.mktemp("model-cache")
 
 
 @pytest.fixture(autouse=True)

@@ -72,6 +72,7 @@ def test_detect_refuses_unknown_classes(tiny_paths, darknet_dir):
                      stdout=io.StringIO())
 
 
+@pytest.mark.django_db  # it registers the model too (tests/test_model_registry.py)
 def test_fetch_weights_is_idempotent(tiny_paths):
     before = tiny_paths.weights.stat().st_mtime_ns
     out = io.StringIO()

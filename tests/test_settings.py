@@ -22,7 +22,7 @@ def manage_check(**environment: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("DEBUG", "maybe", "DEBUG='maybe': expected one of true/false"),
     ("DETECTOR_DEVICE", "gpu", "DETECTOR_DEVICE='gpu'"),
-    ("DETECTOR_MODEL", "yolov9", "DETECTOR_MODEL='yolov9'"),
+    ("DETECTOR_MODEL", "yolo v9/x", "DETECTOR_MODEL='yolo v9/x': not a model's name"),
     ("DETECTOR_RUNTIME", "tensorrt", "DETECTOR_RUNTIME='tensorrt': expected one of auto, torch, "
      "openvino, onnxruntime"),
     ("DETECTOR_MAX_BATCH", "-1", "DETECTOR_MAX_BATCH=-1: must be at least 0"),

@@ -24,14 +24,14 @@ from django.utils import timezone
 
 from core.storage import local_or_url
 from jobs import dispatch, runtime
-from jobs.catalog import weights_sha256
-from jobs.inference import get_batcher
+from jobs.catalog import job_ref
+from jobs.inference import batcher_for, weights_sha256
 from jobs.models import Detection, Job, Video
 from jobs.selectors import selection_for
 from jobs.services import announce, job_fail
 from jobs.thumbnails import thumbnail_save
 from videos.models import VideoPart
-from videos.pipeline import FrameReader, read_frame
+from videos.pipeline import DecodeEnd, FrameReader, read_frame
 from videos.services import PART_LEASE, annotate_job
 
 logger = logging.getLogger(__name__)
@@ -146,12 +146,20 @@ def _run_part(job_id: str, index: int, worker: str) -> None:
 
 
 def _process_part(job: Job, part: VideoPart, owner: str) -> None:
-    batcher = get_batcher(job.model_name)
+    with batcher_for(job_ref(job)) as batcher:
+        end = _detect_frames(job, part, owner, batcher)
+    if end is not None:
+        _part_done(job, part, owner, end)
+
+
+def _detect_frames(job: Job, part: VideoPart, owner: str, batcher) -> DecodeEnd | None:
+    """Detect in the part's frames from where it got to; how reading ended (None: the
+    model could not be loaded, and the job failed)."""
     try:
         detector = batcher.detector()
     except FileNotFoundError as exc:
         fail(job, code="model_unavailable", message=str(exc))
-        return
+        return None
     options = detector.options(**{k: job.params.get(k) for k in DETECTION_PARAMS
                                   if job.params.get(k) is not None})
     # A batch commits with the progress that covers it, so nothing of this part past
@@ -177,16 +185,15 @@ def _process_part(job: Job, part: VideoPart, owner: str) -> None:
             with transaction.atomic():
                 renewed = VideoPart.objects.filter(
                     pk=part.pk, lease_owner=owner, job__status=Job.Status.RUNNING,
-                ).update(next_frame=batch[-1].index + 1, frames_done=F("frames_done") + len(batch),
-                         progressed_at=timezone.now())
+                ).update(next_frame=batch[-1].index + 1,
+                         frames_done=F("frames_done") + len(batch), progressed_at=timezone.now())
                 if not renewed:
                     raise LeaseLost
                 Video.objects.filter(job_id=job.pk).update(
                     frames_done=F("frames_done") + len(batch),
                     processing_ms=F("processing_ms") + elapsed_ms)
                 Detection.objects.bulk_create(rows, batch_size=2000)
-        end = reader.end
-    _part_done(job, part, owner, end)
+        return reader.end
 
 
 def _part_done(job: Job, part: VideoPart, owner: str, end) -> None:
@@ -224,13 +231,14 @@ def _finish_job(job: Job) -> None:
             logger.exception("video job %s: the annotated video could not be made", job.pk)
     # What this worker runs the model with (a video's other parts ran on workers
     # configured alike: one deployment's settings).
-    detector = get_batcher(job.model_name).detector()
+    with batcher_for(job_ref(job)) as batcher:
+        detector = batcher.detector()
     finished = timezone.now()
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
             status=Job.Status.SUCCEEDED, finished_at=finished,
             total_ms=(finished - job.created_at).total_seconds() * 1000,
-            model_sha256=weights_sha256(job.model_name), runtime=detector.runtime,
+            model_sha256=weights_sha256(detector), runtime=detector.runtime,
             precision=detector.precision)
         if updated:
             Video.objects.filter(job_id=job.pk).update(frames_total=F("frames_done"))

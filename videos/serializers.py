@@ -22,6 +22,7 @@ class DetectVideoSerializer(DetectParamsSerializer):
                                         help_text="also render the annotated video")
 
     def validate(self, data):
+        data = super().validate(data)  # the model, and its classes
         if data.get("frame_stride") and data.get("sample_fps"):
             raise serializers.ValidationError({"sample_fps": "give frame_stride or sample_fps, "
                                                              "not both"})

@@ -33,7 +33,8 @@ from django.utils import timezone
 
 from core.errors import ApiError
 from core.storage import local_or_url
-from jobs import dispatch
+from jobs import catalog, dispatch
+from jobs.catalog import Choice
 from jobs.frames import FrameSelection
 from jobs.leases import Lease
 from jobs.models import Detection, Job, Video
@@ -98,17 +99,20 @@ def _deadline(seconds: float):
 
 
 def video_job_submit(*, owner, upload: UploadedFile, params: dict, callback_url: str = "",
-                     idempotency_key: str = "", base_url: str = "") -> tuple[Job, bool]:
+                     idempotency_key: str = "", base_url: str = "",
+                     model: Choice | None = None) -> tuple[Job, bool]:
     """Check and store a video and queue its parts; returns (job, created).
 
     With an idempotency key already used by this owner, the earlier job is returned and
-    nothing new is stored.
+    nothing new is stored. ``model``: the version to run (default: DETECTOR_MODEL's
+    default version).
     """
     if idempotency_key:
         earlier = Job.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
         if earlier is not None:
             return earlier, False
     _check_active_jobs(owner)  # cheap, before the upload is examined and stored
+    model = model or catalog.resolve(None)
     if (upload.size or 0) > settings.MAX_VIDEO_UPLOAD_BYTES:
         raise ApiError("too_large", f"the file is {upload.size} bytes; the limit is "
                        f"{settings.MAX_VIDEO_UPLOAD_BYTES}", status_code=413,
@@ -123,6 +127,7 @@ def video_job_submit(*, owner, upload: UploadedFile, params: dict, callback_url:
             _check_active_jobs(owner, lock=True)  # again, serialised per owner: no race
             job = job_create(
                 kind=Job.Kind.VIDEO, owner=owner, params=params, input_file=name,
+                model_name=model.name, model_version=model.version,
                 original_filename=safe_original_name(upload.name),
                 content_type=info.content_type, file_size=upload.size, width=info.width,
                 height=info.height, idempotency_key=idempotency_key,

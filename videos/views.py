@@ -43,6 +43,7 @@ class DetectVideoView(APIView):
         serializer.is_valid(raise_exception=True)
         params = dict(serializer.validated_data)
         upload = params.pop("video")
+        model = params.pop("model")
         callback_url = params.pop("callback_url", "") or ""
         key = request.headers.get("Idempotency-Key", "").strip()
         if len(key) > 255:
@@ -50,7 +51,7 @@ class DetectVideoView(APIView):
                            details={"Idempotency-Key": "at most 255 characters"})
         job, _ = services.video_job_submit(owner=request_owner(request), upload=upload,
                                            params=params, callback_url=callback_url,
-                                           idempotency_key=key,
+                                           idempotency_key=key, model=model,
                                            base_url=request.build_absolute_uri("/"))
         data = JobSerializer(job, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED,

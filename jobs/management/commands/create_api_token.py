@@ -9,9 +9,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--rotate", action="store_true", help="replace an existing token")
+        parser.add_argument("--staff", action="store_true",
+                            help="make the user staff (may upload models: POST /api/models)")
 
-    def handle(self, *args, username: str, rotate: bool, **options):
+    def handle(self, *args, username: str, rotate: bool, staff: bool = False, **options):
         user, created = get_user_model().objects.get_or_create(username=username)
+        if staff and not user.is_staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+            self.stderr.write(f"{username!r} is staff now")
         if created:
             user.set_unusable_password()
             user.save(update_fields=["password"])
