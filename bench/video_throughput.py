@@ -45,7 +45,7 @@ import psutil  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from engine import model_info  # noqa: E402
-from engine.benchmark import _opencv_postprocess  # noqa: E402
+from engine.benchmark import _postprocess_opencv  # noqa: E402
 from jobs.inference import get_detector  # noqa: E402
 from tests.integration.service import Service  # noqa: E402
 
@@ -87,7 +87,7 @@ def opencv_loop_fps(path: Path) -> float:
         blob = cv2.dnn.blobFromImage(frame, 1 / 255.0, (size, size), swapRB=True)
         net.setInput(blob)
         heads = net.forward(outputs)
-        _opencv_postprocess(list(heads), frame)
+        _postprocess_opencv(list(heads), [frame])
         count += 1
     return count / (time.perf_counter() - start)
 

@@ -219,10 +219,15 @@ def check_upload(*, cfg: IO[bytes], weights: IO[bytes], names: IO[bytes],
     """Check that three uploaded files are one darknet model (the cfg parses, the
     weights fill it exactly, the names count its classes); a 400 saying what does not
     fit otherwise. Nothing is stored."""
+    text = _text(cfg, "cfg")
     try:
-        spec = parse_cfg_text(_text(cfg, "cfg"), cfg_name, input_size or None)
+        spec = parse_cfg_text(text, cfg_name, input_size or None)
     except CfgError as exc:
         raise ApiError("invalid_cfg", str(exc)) from None
+    except (ValueError, LookupError, ArithmeticError, TypeError, RecursionError) as exc:
+        # What the parser did not foresee is still the upload's fault, not the service's.
+        raise ApiError("invalid_cfg", f"{cfg_name}: cannot be read as a darknet cfg "
+                       f"({type(exc).__name__}: {exc})") from None
     weights.seek(0)
     head = weights.read(20)
     weights.seek(0, os.SEEK_END)

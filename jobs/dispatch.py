@@ -32,6 +32,7 @@ DETECT_IMAGE = "detection.detect_image"
 PROCESS_VIDEO_PART = "videos.process_video_part"
 ANNOTATE_VIDEO = "videos.annotate_video"
 SEND_WEBHOOK = "videos.send_webhook"
+SCORE_MODELS = "review.score_models"
 
 
 def send(name: str, *args, countdown: float | None = None) -> bool:

@@ -332,7 +332,9 @@ QUEUE_PREFIX = env_str("PMR_QUEUE_PREFIX", "")
 IMAGE_QUEUE = f"{QUEUE_PREFIX}images"
 VIDEO_QUEUE = f"{QUEUE_PREFIX}videos"
 CELERY_TASK_DEFAULT_QUEUE = IMAGE_QUEUE
-CELERY_TASK_ROUTES = {"detection.*": {"queue": IMAGE_QUEUE}, "videos.*": {"queue": VIDEO_QUEUE}}
+# Scoring models on the reviewed data is long work, as videos are: their queue.
+CELERY_TASK_ROUTES = {"detection.*": {"queue": IMAGE_QUEUE}, "videos.*": {"queue": VIDEO_QUEUE},
+                      "review.*": {"queue": VIDEO_QUEUE}}
 # Imported by a worker at start (with the apps' tasks): its start-up and shutdown.
 CELERY_IMPORTS = ("pmr.worker",)
 CELERY_BEAT_SCHEDULE = {

@@ -144,3 +144,34 @@ def overview_charts(*, hourly: dict, labels: list[tuple[str, int]], progress: di
     return {"jobs": _render(jobs), "frames": _render(frames), "labels": _render(per_label),
             "reviewed": _render(reviewed), "reviewers": _render(people),
             "queue": _render(depth)}
+
+
+def score_table(result: dict) -> dict:
+    """A scoring's result as the scores page shows it: one column per model, one row per
+    measure, then per class (a class a model lacks is said, not left out)."""
+    models = result.get("models", [])
+
+    def percent(value) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    rows = [("images scored", [str(m["images"]) for m in models]),
+            ("mAP@0.5", [percent(m["map50"]) for m in models]),
+            ("mAP@0.5:0.95", [percent(m["map50_95"]) for m in models]),
+            ("mAP@0.5, classes it has", [percent(m["shared_map50"]) for m in models]),
+            (f"precision at {result.get('threshold')}", [percent(m["precision"]) for m in models]),
+            (f"recall at {result.get('threshold')}", [percent(m["recall"]) for m in models]),
+            ("runtime, precision", [f"{m['runtime']}, {m['precision']}" for m in models])]
+    classes = []
+    for name in result.get("dataset", {}).get("classes", []):
+        cells = []
+        for m in models:
+            row = next((r for r in m["per_class"] if r["class"] == name), None)
+            if row is None or not row["known_to_model"]:
+                cells.append("not a class of this model")
+            else:
+                cells.append(f"{percent(row['ap50'])} / {percent(row['ap50_95'])}")
+        classes.append((name, cells))
+    return {"models": [m["model"] for m in models], "rows": rows, "classes": classes,
+            "outside": [(m["model"], m["detections_outside_ground_truth"]) for m in models
+                        if m["detections_outside_ground_truth"]],
+            "dataset": result.get("dataset", {})}

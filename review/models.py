@@ -4,6 +4,8 @@ reviewed, and the history of every review change. The review fields of a detecti
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
@@ -78,3 +80,42 @@ class ReviewEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.user} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ModelScoring(models.Model):
+    """Models scored on the reviewed data (``manage.py evaluate --reviewed``, or the
+    dashboard's scores page): run on a worker, with its progress; the result holds each
+    model's scores side by side (``engine.scoring``)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model_refs = models.JSONField(default=list,
+                                  help_text="the model versions scored (name@version)")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    images_total = models.PositiveIntegerField(default=0,
+                                               help_text="reviewed images x models to run")
+    images_done = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"scores of {', '.join(self.model_refs)} ({self.status})"
+
+    @property
+    def percent(self) -> float | None:
+        return round(100 * self.images_done / self.images_total, 1) if self.images_total \
+            else None

@@ -29,7 +29,7 @@ from jobs.models import Detection, Job
 from jobs.selectors import selection_for
 from jobs.services import MEDIA_FIELDS, VIDEO_FACTS, job_create
 from jobs.uploads import stored_name
-from review.models import AddedBox, ReviewEvent, ReviewMark
+from review.models import AddedBox, ModelScoring, ReviewEvent, ReviewMark
 from videos.pipeline import read_frame
 from videos.services import queue_parts
 
@@ -185,56 +185,94 @@ def frame_jpeg(job: Job, frame_index: int) -> bytes:
                         [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
 
 
+@dataclass(frozen=True)
+class DatasetImage:
+    """One image of the reviewed set: a job's image, or a frame of a video job."""
+
+    image_id: int
+    job: Job
+    frame_index: int
+    stem: str
+    extension: str
+    boxes: tuple[ReviewedBox, ...]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.stem}{self.extension}"
+
+    def data(self) -> bytes:
+        """The image file's bytes (a video frame as a JPEG)."""
+        if self.job.kind == Job.Kind.IMAGE:
+            with default_storage.open(self.job.input_file.name, "rb") as stream:
+                return stream.read()
+        return frame_jpeg(self.job, self.frame_index)
+
+
+def reviewed_dataset(jobs: Iterable[Job]) -> tuple[dict, list[DatasetImage]]:
+    """The jobs' reviewed boxes as a COCO dataset (images, annotations, categories by
+    name: the first job's model's classes, then any other label reviewed), with what
+    each image is: a reviewed image job's image (with its boxes, or none: still data),
+    and each frame of a video job that has reviewed boxes."""
+    jobs = [job for job in jobs if job.input_file]
+    names = list(class_names(job_ref(jobs[0]))) if jobs else []
+    boxes_of = {job.pk: reviewed_boxes(job) for job in jobs}
+    for boxes in boxes_of.values():
+        names += [box.label for box in boxes if box.label not in names]
+    category = {name: index + 1 for index, name in enumerate(names)}
+    coco: dict = {"info": {"description": "PMR reviewed detections",
+                           "date_created": timezone.now().isoformat()},
+                  "images": [], "annotations": [],
+                  "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    entries = []
+    for job in jobs:
+        frames: dict[int, list[ReviewedBox]] = {}
+        for box in boxes_of[job.pk]:
+            frames.setdefault(box.frame_index, []).append(box)
+        if job.kind == Job.Kind.IMAGE:
+            frames.setdefault(0, [])  # a reviewed image with nothing in it is still data
+        for frame_index, frame_boxes in sorted(frames.items()):
+            if job.kind == Job.Kind.IMAGE:
+                extension, stem = PurePosixPath(job.input_file.name).suffix, str(job.pk)
+            else:
+                extension, stem = ".jpg", f"{job.pk}_frame{frame_index:07d}"
+            entry = DatasetImage(len(coco["images"]) + 1, job, frame_index, stem, extension,
+                                 tuple(frame_boxes))
+            entries.append(entry)
+            coco["images"].append({"id": entry.image_id, "file_name": entry.file_name,
+                                   "width": job.width, "height": job.height,
+                                   "pmr_job": str(job.pk), "frame_index": frame_index})
+            for box in frame_boxes:
+                width, height = box.x2 - box.x1, box.y2 - box.y1
+                coco["annotations"].append({
+                    "id": len(coco["annotations"]) + 1, "image_id": entry.image_id,
+                    "category_id": category[box.label], "iscrowd": 0,
+                    "bbox": [round(box.x1, 2), round(box.y1, 2), round(width, 2),
+                             round(height, 2)], "area": round(width * height, 2)})
+    return coco, entries
+
+
 def export_dataset(*, jobs: Iterable[Job], fmt: str) -> bytes:
     """A zip with the jobs' images (video frames that have reviewed boxes) and their
     reviewed boxes, as COCO (annotations.json) or YOLO (labels/*.txt, classes.txt)."""
     if fmt not in ("coco", "yolo"):
         raise ValueError(fmt)
-    jobs = [job for job in jobs if job.input_file]
-    names = list(class_names(job_ref(jobs[0]))) if jobs else []
-    coco: dict = {"info": {"description": "PMR reviewed detections",
-                           "date_created": timezone.now().isoformat()},
-                  "images": [], "annotations": [],
-                  "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    coco, entries = reviewed_dataset(jobs)
+    names = [c["name"] for c in coco["categories"]]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for job in jobs:
-            boxes = reviewed_boxes(job)
-            frames: dict[int, list[ReviewedBox]] = {}
-            for box in boxes:
-                frames.setdefault(box.frame_index, []).append(box)
-            if job.kind == Job.Kind.IMAGE:
-                frames.setdefault(0, [])  # a reviewed image with nothing in it is still data
-            for frame_index, frame_boxes in sorted(frames.items()):
-                if job.kind == Job.Kind.IMAGE:
-                    extension = PurePosixPath(job.input_file.name).suffix
-                    stem = str(job.pk)
-                    with default_storage.open(job.input_file.name, "rb") as stream:
-                        data = stream.read()
-                else:
-                    extension, stem = ".jpg", f"{job.pk}_frame{frame_index:07d}"
-                    data = frame_jpeg(job, frame_index)
-                file_name = f"{stem}{extension}"
-                archive.writestr(f"images/{file_name}", data)
-                image_id = len(coco["images"]) + 1
-                coco["images"].append({"id": image_id, "file_name": file_name,
-                                       "width": job.width, "height": job.height,
-                                       "pmr_job": str(job.pk), "frame_index": frame_index})
+        for entry in entries:
+            archive.writestr(f"images/{entry.file_name}", entry.data())
+            if fmt == "yolo":
+                image_width, image_height = entry.job.width or 1, entry.job.height or 1
                 lines = []
-                image_width, image_height = job.width or 1, job.height or 1
-                for box in frame_boxes:
+                for box in entry.boxes:
                     width, height = box.x2 - box.x1, box.y2 - box.y1
-                    coco["annotations"].append({
-                        "id": len(coco["annotations"]) + 1, "image_id": image_id,
-                        "category_id": box.class_id + 1, "iscrowd": 0,
-                        "bbox": [round(box.x1, 2), round(box.y1, 2), round(width, 2),
-                                 round(height, 2)], "area": round(width * height, 2)})
-                    lines.append(f"{box.class_id} {(box.x1 + width / 2) / image_width:.6f} "
+                    lines.append(f"{names.index(box.label)} "
+                                 f"{(box.x1 + width / 2) / image_width:.6f} "
                                  f"{(box.y1 + height / 2) / image_height:.6f} "
                                  f"{width / image_width:.6f} {height / image_height:.6f}")
-                if fmt == "yolo":
-                    archive.writestr(f"labels/{stem}.txt", "\n".join(lines) + ("\n" if lines
-                                                                               else ""))
+                archive.writestr(f"labels/{entry.stem}.txt",
+                                 "\n".join(lines) + ("\n" if lines else ""))
         if fmt == "coco":
             archive.writestr("annotations.json", json.dumps(coco, indent=1))
         else:
@@ -242,3 +280,22 @@ def export_dataset(*, jobs: Iterable[Job], fmt: str) -> bytes:
             archive.writestr("data.yaml", "path: .\ntrain: images\nval: images\n"
                              f"nc: {len(names)}\nnames: {json.dumps(names)}\n")
     return buffer.getvalue()
+
+
+# --- Scoring models on the reviewed data -------------------------------------------------
+
+def scoring_start(*, user, refs: list[str], send: bool = True) -> ModelScoring:
+    """Queue a scoring of these models (NAME or NAME@VERSION; a 400 for an unknown one)
+    on the reviewed data, for a worker to run (``send=False``: the caller runs it)."""
+    refs = [ref.strip() for ref in refs if ref.strip()]
+    if not refs:
+        raise ApiError("invalid_parameters", "choose at least one model to score",
+                       details={"models": "one or more of GET /api/models"})
+    chosen = list(dict.fromkeys(catalog.resolve(ref).ref for ref in refs))
+    if not Job.objects.filter(review_mark__isnull=False).exists():
+        raise ApiError("nothing_reviewed", "nothing is reviewed yet: mark jobs reviewed "
+                       "first (their reviewed boxes are the ground truth)")
+    scoring = ModelScoring.objects.create(model_refs=chosen, created_by=user)
+    if send:
+        dispatch.send_on_commit(dispatch.SCORE_MODELS, [(str(scoring.pk),)])
+    return scoring

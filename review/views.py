@@ -8,22 +8,31 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.db.models import Count
-from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
 from core.errors import ApiError
+from jobs import catalog
 from jobs import selectors as job_selectors
 from jobs.dispatch import queue_depths
-from jobs.models import Detection, Job
+from jobs.models import Detection, DetectorModel, Job
 from jobs.services import annotated_name
 from jobs.thumbnails import thumbnail_name
 from review import dashboard
 from review import services as review
+from review.models import ModelScoring
 
 
 def export_response(queryset, fmt: str) -> HttpResponse:
@@ -71,6 +80,7 @@ class JobPages:
         view = self.admin.admin_site.admin_view
         return [
             path("overview/", view(self.overview), name="jobs_job_overview"),
+            path("scores/", view(self.scores), name="jobs_job_scores"),
             path("<uuid:job_id>/input", view(self.input_file), name="jobs_job_input"),
             path("<uuid:job_id>/thumbnail", view(self.thumbnail_image),
                  name="jobs_job_thumbnail"),
@@ -188,3 +198,41 @@ class JobPages:
             "waiting_url": reverse("admin:jobs_job_changelist") + "?review=waiting",
         }
         return TemplateResponse(request, "admin/jobs/job/overview.html", context)
+
+    # --- scores on the reviewed data -------------------------------------------------------
+    def scores(self, request):
+        """Models scored side by side on the reviewed data: start a scoring (it runs on a
+        worker), follow its progress, read the table."""
+        error = ""
+        if request.method == "POST":
+            if not self.admin.has_change_permission(request):
+                raise PermissionDenied
+            try:
+                review.scoring_start(user=request.user, refs=request.POST.getlist("model"))
+            except ApiError as exc:
+                error = exc.message
+            else:
+                return HttpResponseRedirect(reverse("admin:jobs_job_scores"))
+        runs = list(ModelScoring.objects.select_related("created_by")[:20])
+        latest = next((run for run in runs if run.status == ModelScoring.Status.SUCCEEDED),
+                      None)
+        context = {
+            **self.admin.admin_site.each_context(request), "opts": Job._meta,
+            "title": "Model scores on the reviewed data",
+            "models": [(m.ref, m.is_default) for m in catalog_models()],
+            "runs": runs, "latest": latest,
+            "table": dashboard.score_table(latest.result) if latest else None,
+            "reviewed_jobs": Job.objects.filter(review_mark__isnull=False).count(),
+            "busy": any(run.status in (ModelScoring.Status.QUEUED, ModelScoring.Status.RUNNING)
+                        for run in runs),
+            "can_change": self.admin.has_change_permission(request),
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/jobs/job/scores.html", context,
+                                status=400 if error else 200)
+
+
+def catalog_models():
+    """Every model version a scoring may name."""
+    catalog.register_builtins()
+    return DetectorModel.objects.all()

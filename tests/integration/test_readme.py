@@ -80,6 +80,7 @@ def readme_stack(tmp_path_factory, tiny_paths):
         (checkout / ".venv").symlink_to(Path(sys.prefix))
         (checkout / "manage.py").symlink_to(ROOT / "manage.py")
         (checkout / "dog.jpg").symlink_to(SHARED / "darknet" / "dog.jpg")
+        (checkout / "weights").symlink_to(tiny_paths.weights.parent)  # fetch_weights' folder
         service.reader = checkout
         yield service
 
@@ -163,6 +164,8 @@ def test_the_readme_examples_do_what_it_says(readme_stack):
                 assert result.returncode == 0, (command, result.stderr)
                 if "create_aws_credentials" in command:
                     env["AWS_KEYS"] = result.stdout
+                if "create_api_token" in command and "--staff" in command:
+                    env["STAFF_TOKEN"] = result.stdout.strip().splitlines()[-1]
                 ran.append(command)
                 continue
             finished_job = "/api/jobs/$JOB_ID" in command and "-X" not in command
