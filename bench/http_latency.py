@@ -10,7 +10,9 @@ on one 640x480 JPEG:
    is taken two ways: its p50 minus the engine's p50, and per request, its time minus
    the inference time the worker reports for that very request (which a noisy machine
    cannot skew the way it skews two separately measured medians);
-3. throughput with 1 client and with 16 concurrent clients.
+3. throughput with 1 client and with 16 concurrent clients, with the CPU time each part
+   of the stack spent per request meanwhile (worker, web processes, PostgreSQL, Redis,
+   and the clients themselves, which share the machine).
 
 Engine and HTTP timings are taken in alternating rounds, so that a noisy machine slows
 both alike; figures are medians. Prints a table and JSON (also written to --json-out).
@@ -41,6 +43,7 @@ import django  # noqa: E402
 django.setup()
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -74,7 +77,39 @@ def post(session: requests.Session, service: Service, data: bytes) -> tuple[floa
     return elapsed, response.json()["timing"]["inference_ms"] / 1000
 
 
+def _tree_cpu(process: psutil.Process) -> float:
+    """CPU seconds (user + system) of a process and its children so far."""
+    total = 0.0
+    for each in [process, *process.children(recursive=True)]:
+        try:
+            times = each.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def cpu_by_part(service: Service) -> dict[str, float]:
+    """CPU seconds so far of each part of the stack on this machine: the worker, the web
+    processes, PostgreSQL, Redis, and this process (the clients)."""
+    parts = {"worker": _tree_cpu(psutil.Process(service.processes["worker1"].pid)),
+             "web": _tree_cpu(psutil.Process(service.processes["web"].pid)),
+             "clients (this process)": _tree_cpu(psutil.Process())}
+    for name, binary in (("postgresql", "postgres"), ("redis", "redis-server")):
+        total = 0.0
+        for each in psutil.process_iter(["name"]):
+            if each.info["name"] and each.info["name"].startswith(binary):
+                try:
+                    times = each.cpu_times()
+                    total += times.user + times.system
+                except psutil.Error:
+                    pass
+        parts[name] = total
+    return parts
+
+
 def throughput(service: Service, data: bytes, clients: int, seconds: float) -> dict:
+    cpu_before = cpu_by_part(service)
     stop = time.monotonic() + seconds
     latencies: list[float] = []
     lock = threading.Lock()
@@ -93,11 +128,16 @@ def throughput(service: Service, data: bytes, clients: int, seconds: float) -> d
     for thread in threads:
         thread.join()
     wall = time.monotonic() - start
+    cpu_after = cpu_by_part(service)
+    cpu_ms = {part: 1000 * (cpu_after[part] - cpu_before[part]) / max(1, len(latencies))
+              for part in cpu_before}
     recent = requests.get(f"{service.base_url}/api/jobs", headers=service.headers(),
                           params={"page_size": min(len(latencies), 500)}, timeout=60).json()
     sizes = [job["timing"]["batch_size"] for job in recent["results"]]
     return {"clients": clients, "requests": len(latencies),
             "mean_batch_size": statistics.mean(sizes) if sizes else None,
+            "cpu_ms_per_request": cpu_ms, "cpu_busy_share": sum(cpu_ms.values()) * len(
+                latencies) / 1000 / wall / (os.cpu_count() or 1),
             "requests_per_second": len(latencies) / wall,
             "p50_ms": 1000 * statistics.median(latencies),
             "p95_ms": 1000 * float(np.percentile(latencies, 95))}
@@ -166,6 +206,9 @@ def main() -> None:
         print(f"{run['clients']:>2} client(s): {run['requests_per_second']:6.1f} req/s, "
               f"p50 {run['p50_ms']:.0f} ms, p95 {run['p95_ms']:.0f} ms, "
               f"mean batch {run['mean_batch_size']:.1f}")
+        print("    CPU ms per request: " + ", ".join(
+            f"{part} {ms:.1f}" for part, ms in run["cpu_ms_per_request"].items())
+            + f" (the CPUs {100 * run['cpu_busy_share']:.0f} % busy)")
     print(f"{'16 vs 1 client throughput':<28}{report['throughput_ratio_16_vs_1']:8.2f} x   "
           "(target >= 2)")
     print(json.dumps(report, indent=2))

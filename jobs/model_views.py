@@ -12,10 +12,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ApiError
-from core.schema import ERROR_RESPONSES
+from core.schema import ERROR_RESPONSES, ErrorSerializer
 from jobs import catalog
 from jobs.models import DetectorModel
 from jobs.serializers import StrictSerializer
+
+# Beside the API's errors: changes are for staff (403); a model in use is not deleted (409).
+MODEL_ERRORS = {
+    **ERROR_RESPONSES,
+    403: OpenApiResponse(ErrorSerializer, description="only staff users may change models"),
+    409: OpenApiResponse(ErrorSerializer, description="the model is in use or built in"),
+}
 
 
 class ModelUploadSerializer(StrictSerializer):
@@ -83,7 +90,7 @@ class ModelListView(APIView):
     permission_classes = [permissions.IsAuthenticated, IsStaffToChange]
 
     @extend_schema(operation_id="list_models", responses={200: OpenApiResponse(
-        description="every model with its versions"), **ERROR_RESPONSES},
+        description="every model with its versions"), **MODEL_ERRORS},
         summary="The models requests may name (model=NAME or NAME@VERSION)")
     def get(self, request):
         catalog.register_builtins()
@@ -101,7 +108,7 @@ class ModelListView(APIView):
                    responses={201: OpenApiResponse(description="a new version"),
                               200: OpenApiResponse(description="these files are a version "
                                                    "already: that version"),
-                              **ERROR_RESPONSES},
+                              **MODEL_ERRORS},
                    summary="Upload a darknet model (cfg, weights, names): staff only",
                    description="Parsed and checked before it is accepted: a cfg error names "
                                "its line; weights that do not fill the cfg say by how many "
@@ -150,7 +157,7 @@ class ModelDetailView(APIView):
 
     @extend_schema(operation_id="get_model", responses={200: OpenApiResponse(
         description="NAME: the model and its versions; NAME@VERSION: that version"),
-        **ERROR_RESPONSES}, summary="A model's versions (and which is the default)")
+        **MODEL_ERRORS}, summary="A model's versions (and which is the default)")
     def get(self, request, ref: str):
         name, version, versions = self._named(ref)
         context = {"request": request}
@@ -161,7 +168,7 @@ class ModelDetailView(APIView):
     @extend_schema(operation_id="set_default_model_version",
                    request=DefaultVersionSerializer,
                    responses={200: OpenApiResponse(description="the model and its versions"),
-                              **ERROR_RESPONSES},
+                              **MODEL_ERRORS},
                    summary="Choose the version a request naming only the model runs")
     def patch(self, request, ref: str):
         name, version, versions = self._named(ref)
@@ -178,7 +185,7 @@ class ModelDetailView(APIView):
         catalog.set_default(chosen)
         return Response(_model_summary(name, _versions(name), {"request": request}))
 
-    @extend_schema(operation_id="delete_model", responses={204: None, **ERROR_RESPONSES},
+    @extend_schema(operation_id="delete_model", responses={204: None, **MODEL_ERRORS},
                    summary="Delete a model version (NAME@VERSION) or every version (NAME)",
                    description="Refused (409) while a job of it is queued or running, and "
                                "for the default version of the service's DETECTOR_MODEL.")

@@ -243,9 +243,14 @@ def test_a_video_is_reviewed_by_keyboard_with_the_player_and_the_timeline_as_one
     keys.press("End")
     keys.press("ArrowLeft")
     fps = video_job.video.fps
-    page.wait_for_function(f"!location.search.includes('frame={frames[1]}')")
-    frame = int(page.evaluate("new URLSearchParams(location.search).get('frame')"))
     last_ms = video_job.video.duration_ms
+    # End moves the URL to the last frame first, then ArrowLeft a second back: wait for
+    # the second move itself (a generous timeout), not for the first change of the URL.
+    page.wait_for_function(
+        "() => Math.abs(Number(new URLSearchParams(location.search).get('frame')) * 1000 / "
+        f"{fps} - {last_ms - 1000}) <= {1000 / fps + 1}", timeout=60_000)
+    frame = int(page.evaluate("new URLSearchParams(location.search).get('frame')"))
+    assert frame != frames[1]
     assert abs(frame * 1000 / fps - (last_ms - 1000)) <= 1000 / fps + 1
     page.wait_for_function(
         f"Math.abs(document.querySelector('#pmr-video').currentTime - {(frame + 0.5) / fps})"
