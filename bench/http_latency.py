@@ -89,12 +89,18 @@ def _tree_cpu(process: psutil.Process) -> float:
     return total
 
 
+def _own_cpu() -> float:
+    """This process's CPU seconds, without its children (the service's processes)."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def cpu_by_part(service: Service) -> dict[str, float]:
     """CPU seconds so far of each part of the stack on this machine: the worker, the web
     processes, PostgreSQL, Redis, and this process (the clients)."""
     parts = {"worker": _tree_cpu(psutil.Process(service.processes["worker1"].pid)),
              "web": _tree_cpu(psutil.Process(service.processes["web"].pid)),
-             "clients (this process)": _tree_cpu(psutil.Process())}
+             "clients (this process)": _own_cpu()}
     for name, binary in (("postgresql", "postgres"), ("redis", "redis-server")):
         total = 0.0
         for each in psutil.process_iter(["name"]):
