@@ -172,13 +172,8 @@ def register_builtin(name: str) -> DetectorModel | None:
     stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in
                   (paths.cfg, paths.weights, paths.names))
     facts = _builtin_facts(name, stamp)
-    same = DetectorModel.objects.filter(name=name, builtin=True,
-                                        weights_sha256=facts.sha256["weights"],
-                                        cfg_sha256=facts.sha256["cfg"]).first()
-    if same is not None:
-        return same
     return _create(name, facts, builtin=True, input_size=None, user=None, notes=(
-        "built in: fetched by manage.py fetch_weights into WEIGHTS_DIR"), make_default=None)
+        "built in: fetched by manage.py fetch_weights into WEIGHTS_DIR"), make_default=None)[0]
 
 
 def register_builtins() -> None:
@@ -273,32 +268,32 @@ def add_model(*, name: str, cfg: IO[bytes], weights: IO[bytes], names: IO[bytes]
         raise ApiError("invalid_input_size", f"input_size must be a positive multiple of 32, "
                        f"got {input_size}")
     facts = check_upload(cfg=cfg, weights=weights, names=names, input_size=input_size)
-    same = DetectorModel.objects.filter(
+    model, created = _create(name, facts, builtin=False, input_size=input_size, user=user,
+                             notes=notes, make_default=make_default,
+                             files={"cfg": cfg, "weights": weights, "names": names})
+    if not created and make_default and not model.is_default:
+        set_default(model)
+    return model, created
+
+
+def _same(name: str, facts: _Facts) -> DetectorModel | None:
+    """The version of ``name`` that is these files at this input size, if there is one."""
+    return DetectorModel.objects.filter(
         name=name, cfg_sha256=facts.sha256["cfg"], weights_sha256=facts.sha256["weights"],
-        names_sha256=facts.sha256["names"]).filter(
-        input_width=facts.spec.width, input_height=facts.spec.height).first()
-    if same is not None:
-        if make_default and not same.is_default:
-            set_default(same)
-        return same, False
-    model = _create(name, facts, builtin=False, input_size=input_size, user=user, notes=notes,
-                    make_default=make_default, files={"cfg": cfg, "weights": weights,
-                                                      "names": names})
-    return model, True
+        names_sha256=facts.sha256["names"], input_width=facts.spec.width,
+        input_height=facts.spec.height).first()
 
 
 def _create(name: str, facts: _Facts, *, builtin: bool, input_size: int | None, user,
             notes: str, make_default: bool | None,
-            files: dict[str, IO[bytes]] | None = None) -> DetectorModel:
-    """Store the files (uploads) and create the version; ``make_default`` None: default
-    only if the name has no default yet."""
+            files: dict[str, IO[bytes]] | None = None) -> tuple[DetectorModel, bool]:
+    """The version these files are (, False), or a new one: the files stored (uploads)
+    and the version created (, True); ``make_default`` None: default only if the name
+    has no default yet."""
     for attempt in range(3):  # two uploads at once may take the same number: try the next
-        same = DetectorModel.objects.filter(
-            name=name, cfg_sha256=facts.sha256["cfg"], weights_sha256=facts.sha256["weights"],
-            names_sha256=facts.sha256["names"], input_width=facts.spec.width,
-            input_height=facts.spec.height).first()
-        if same is not None:  # registered meanwhile (another process, the same files)
-            return same
+        same = _same(name, facts)
+        if same is not None:  # registered before, or meanwhile by another process
+            return same, False
         version = (DetectorModel.objects.filter(name=name).aggregate(top=Max("version"))["top"]
                    or 0) + 1
         stored: dict[str, str] = {}
@@ -323,7 +318,7 @@ def _create(name: str, facts: _Facts, *, builtin: bool, input_size: int | None, 
                     classes=facts.spec.classes, class_names=list(facts.names),
                     input_width=facts.spec.width, input_height=facts.spec.height,
                     input_size_set=input_size is not None,
-                    letter_box=facts.spec.letter_box, notes=notes, created_by=user)
+                    letter_box=facts.spec.letter_box, notes=notes, created_by=user), True
         except IntegrityError:
             for stored_name in stored.values():
                 default_storage.delete(stored_name)

@@ -4,7 +4,6 @@ versions, choose the default version, delete. Checks and storage are ``jobs.cata
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import Count
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -94,14 +93,12 @@ class ModelListView(APIView):
         summary="The models requests may name (model=NAME or NAME@VERSION)")
     def get(self, request):
         catalog.register_builtins()
-        names = [row["name"] for row in
-                 DetectorModel.objects.values("name").annotate(n=Count("id")).order_by("name")]
-        by_name: dict[str, list[DetectorModel]] = {name: [] for name in names}
+        by_name: dict[str, list[DetectorModel]] = {}  # by name, newest version first
         for model in DetectorModel.objects.select_related("created_by"):
-            by_name[model.name].append(model)
+            by_name.setdefault(model.name, []).append(model)
         context = {"request": request}
-        return Response({"models": [_model_summary(name, by_name[name], context)
-                                    for name in names]})
+        return Response({"models": [_model_summary(name, versions, context)
+                                    for name, versions in by_name.items()]})
 
     @extend_schema(operation_id="add_model",
                    request={"multipart/form-data": ModelUploadSerializer},

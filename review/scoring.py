@@ -64,19 +64,23 @@ def _detections(entries: list[services.DatasetImage], detect: Detect, names: lis
 
 
 def score_models(refs: Sequence[str], *, in_worker: bool = False,
-                 progress: Callable[[int], None] | None = None) -> dict:
+                 progress: Callable[[int, int], None] | None = None) -> dict:
     """Each model's scores on the reviewed set, side by side; ``progress`` is told how
-    many images were run so far (all models together)."""
+    many images were run so far and how many there are to run (all models together),
+    first before any runs."""
     dataset, entries = services.reviewed_dataset(reviewed_jobs())
     if not entries:
         raise ValueError("nothing is reviewed yet: mark jobs reviewed in the dashboard first")
     choices = [catalog.resolve(ref) for ref in refs]
-    done = [0]
+    done, total = [0], len(entries) * len(choices)
 
     def ran(count: int) -> None:
         done[0] += count
         if progress is not None:
-            progress(done[0])
+            progress(done[0], total)
+
+    if progress is not None:
+        progress(0, total)
 
     scored = []
     for choice in choices:
@@ -112,7 +116,7 @@ def score_models(refs: Sequence[str], *, in_worker: bool = False,
 
 
 def run_scoring(scoring_id: str, *, in_worker: bool = True,
-                progress: Callable[[int], None] | None = None) -> None:
+                progress: Callable[[int, int], None] | None = None) -> None:
     """Run a queued scoring to its end (a finished one is left alone): the task's work,
     and the command's (``in_worker=False``: the models load in its process)."""
     started = ModelScoring.objects.filter(
@@ -123,15 +127,12 @@ def run_scoring(scoring_id: str, *, in_worker: bool = True,
         return
     scoring = ModelScoring.objects.get(pk=scoring_id)
 
-    def ran(done: int) -> None:
-        ModelScoring.objects.filter(pk=scoring_id).update(images_done=done)
+    def ran(done: int, total: int) -> None:
+        ModelScoring.objects.filter(pk=scoring_id).update(images_done=done, images_total=total)
         if progress is not None:
-            progress(done)
+            progress(done, total)
 
     try:
-        entries = len(services.reviewed_dataset(reviewed_jobs())[1])
-        ModelScoring.objects.filter(pk=scoring_id).update(
-            images_total=entries * len(scoring.model_refs))
         result = score_models(scoring.model_refs, in_worker=in_worker, progress=ran)
     except Exception as exc:  # user data (a missing file, a model gone): the run says so
         logger.exception("scoring %s failed", scoring_id)

@@ -75,10 +75,10 @@ class Command(BaseCommand):
             record = services.scoring_start(user=None, refs=refs, send=False)
         except ApiError as exc:
             raise CommandError(exc.message) from None
-        bar = tqdm(total=len(services.reviewed_dataset(scoring.reviewed_jobs())[1]) * len(
-            record.model_refs), unit="image", desc="scoring", disable=as_json)
+        bar = tqdm(unit="image", desc="scoring", disable=as_json)
 
-        def shown(done: int) -> None:
+        def shown(done: int, total: int) -> None:
+            bar.total = total
             bar.update(done - bar.n)
 
         scoring.run_scoring(str(record.pk), in_worker=False, progress=shown)
