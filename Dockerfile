@@ -12,9 +12,10 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS build-cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
+COPY requirements.txt requirements-nodeps.txt /tmp/
 # torch comes from PyTorch's index (the CPU build here, a CUDA build below), the rest from PyPI.
-RUN /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/requirements.txt
+RUN /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/requirements.txt \
+    && /opt/venv/bin/pip install --no-deps -r /tmp/requirements-nodeps.txt
 
 # --- runtime, CPU: web processes and CPU workers ------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS cpu
@@ -51,8 +52,9 @@ FROM cuda-base AS build-cuda
 ARG TORCH_CUDA_INDEX_URL=https://download.pytorch.org/whl/cu126
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3.11 -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip install --extra-index-url "${TORCH_CUDA_INDEX_URL}" -r /tmp/requirements.txt
+COPY requirements.txt requirements-nodeps.txt /tmp/
+RUN /opt/venv/bin/pip install --extra-index-url "${TORCH_CUDA_INDEX_URL}" -r /tmp/requirements.txt \
+    && /opt/venv/bin/pip install --no-deps -r /tmp/requirements-nodeps.txt
 
 FROM cuda-base AS cuda
 ARG FETCH_WEIGHTS=0

@@ -114,6 +114,8 @@ class Video(models.Model):
     frames_done = models.PositiveIntegerField(default=0)
     processing_ms = models.FloatField(default=0, help_text="time spent processing frames")
     annotated_file = models.FileField(max_length=255, blank=True)
+    tracks = models.PositiveIntegerField(
+        null=True, blank=True, help_text="objects tracked through the video (null: not tracked)")
     annotation_requested_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
@@ -163,6 +165,9 @@ class Detection(models.Model):
     y1 = models.FloatField()
     x2 = models.FloatField()
     y2 = models.FloatField()
+    track_id = models.PositiveIntegerField(
+        null=True, blank=True, help_text="the object it belongs to, within its video job (null: "
+        "images, untracked videos, and boxes no track took)")
 
     review_status = models.CharField(max_length=16, choices=Review.choices,
                                      default=Review.UNREVIEWED)
@@ -177,10 +182,42 @@ class Detection(models.Model):
         indexes = [
             models.Index(fields=["job", "frame_index", "-confidence"], name="det_job_frame"),
             models.Index(fields=["job", "label", "frame_index"], name="det_job_label_frame"),
+            models.Index(fields=["job", "track_id", "frame_index"], name="det_job_track_frame",
+                         condition=models.Q(track_id__isnull=False)),
         ]
 
     def __str__(self) -> str:
         return f"{self.label} {self.confidence:.2f} @ frame {self.frame_index}"
+
+
+class Track(models.Model):
+    """One object followed through a video job: what its boxes (the detections with its
+    ``track_id``) say about it, kept in step with them (``jobs.services.tracks_refresh``)
+    so that listing and filtering tracks reads one row each."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="tracks")
+    track_id = models.PositiveIntegerField()
+    class_id = models.PositiveSmallIntegerField()
+    label = models.CharField(max_length=64)
+    first_frame = models.PositiveIntegerField()
+    last_frame = models.PositiveIntegerField()
+    first_ms = models.PositiveBigIntegerField()
+    last_ms = models.PositiveBigIntegerField()
+    duration_ms = models.PositiveBigIntegerField()
+    frames = models.PositiveIntegerField(help_text="frames it has a box in")
+    max_confidence = models.FloatField()
+    mean_confidence = models.FloatField()
+    first_box = models.JSONField(help_text="x1, y1, x2, y2")
+    last_box = models.JSONField(help_text="x1, y1, x2, y2")
+
+    class Meta:
+        ordering = ("job", "track_id")
+        constraints = [models.UniqueConstraint(fields=["job", "track_id"], name="track_job_id")]
+        indexes = [models.Index(fields=["job", "label", "first_ms"], name="track_job_label"),
+                   models.Index(fields=["job", "first_ms"], name="track_job_first")]
+
+    def __str__(self) -> str:
+        return f"track {self.track_id} ({self.label}) of {self.job_id}"
 
 
 def model_storage_name(name: str, version: int, filename: str) -> str:

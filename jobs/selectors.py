@@ -11,7 +11,7 @@ from django.db.models import Avg, Count, Max, Min, QuerySet, Sum
 from django.http import Http404
 
 from jobs.frames import FrameSelection
-from jobs.models import Detection, Job, WorkerHeartbeat
+from jobs.models import Detection, Job, Track, WorkerHeartbeat
 
 
 @dataclass(frozen=True)
@@ -114,39 +114,54 @@ def default_gap_ms(job: Job) -> int:
 
 
 def label_summary(*, job: Job) -> list[dict]:
-    """Per label: count, best confidence, first and last timestamp; most frequent first."""
+    """Per label: boxes, unique objects (tracks; None where the video is not tracked),
+    best confidence, first and last timestamp; most frequent first."""
     rows = (Detection.objects.filter(job=job).values("label")
             .annotate(count=Count("id"), max_confidence=Max("confidence"),
-                      first_ms=Min("timestamp_ms"), last_ms=Max("timestamp_ms"))
+                      first_ms=Min("timestamp_ms"), last_ms=Max("timestamp_ms"),
+                      tracked=Count("track_id", distinct=True))
             .order_by("-count", "label"))
+    tracked = job.kind == Job.Kind.VIDEO and job.video.tracks is not None
     return [{"label": r["label"], "count": r["count"],
+             "objects": r["tracked"] if tracked else None,
              "max_confidence": round(r["max_confidence"], 6), "first_ms": r["first_ms"],
              "last_ms": r["last_ms"]} for r in rows]
 
 
-def label_segments(*, detections: QuerySet[Detection], gap_ms: int) -> list[dict]:
-    """Per label, the intervals [start_ms, end_ms] in which it is present.
+def job_tracks(*, job: Job) -> QuerySet[Track]:
+    """A video job's tracks, by id (filtered by ``jobs.filters.TrackFilter``)."""
+    return Track.objects.filter(job=job).order_by("track_id")
 
-    Consecutive frames where the label is detected belong to one segment while the time
-    between them is at most ``gap_ms`` (the gap tolerance): like Rekognition's SEGMENTS
-    aggregation, short misses do not split a segment. ``detections``: a job's, filtered.
+
+def label_segments(*, detections: QuerySet[Detection], gap_ms: int,
+                   by_track: bool = False) -> list[dict]:
+    """Per label (``by_track``: per track), the intervals [start_ms, end_ms] in which it
+    is present.
+
+    Consecutive frames where the label (the tracked object) is detected belong to one
+    segment while the time between them is at most ``gap_ms`` (the gap tolerance): like
+    Rekognition's SEGMENTS aggregation, short misses do not split a segment.
+    ``detections``: a job's, filtered.
     """
-    presence = (detections.values("label", "timestamp_ms").annotate(best=Max("confidence"),
-                                                              instances=Count("id"))
-                .order_by("label", "timestamp_ms"))
+    keys = ("label", "track_id") if by_track else ("label",)
+    if by_track:
+        detections = detections.filter(track_id__isnull=False)
+    presence = (detections.values(*keys, "timestamp_ms").annotate(best=Max("confidence"),
+                                                            instances=Count("id"))
+                .order_by(*keys[::-1], "timestamp_ms"))
     segments: list[dict] = []
     current: dict | None = None
     for row in presence.iterator(chunk_size=10_000):
-        if current and row["label"] == current["label"] and \
+        if current and all(row[key] == current[key] for key in keys) and \
                 row["timestamp_ms"] - current["end_ms"] <= gap_ms:
             current["end_ms"] = row["timestamp_ms"]
             current["frames"] += 1
             current["max_confidence"] = max(current["max_confidence"], row["best"])
             continue
-        current = {"label": row["label"], "start_ms": row["timestamp_ms"],
+        current = {**{key: row[key] for key in keys}, "start_ms": row["timestamp_ms"],
                    "end_ms": row["timestamp_ms"], "frames": 1, "max_confidence": row["best"]}
         segments.append(current)
     for segment in segments:
         segment["duration_ms"] = segment["end_ms"] - segment["start_ms"]
         segment["max_confidence"] = round(segment["max_confidence"], 6)
-    return sorted(segments, key=lambda s: (s["start_ms"], s["label"]))
+    return sorted(segments, key=lambda s: (s["start_ms"], s["label"], s.get("track_id", 0)))

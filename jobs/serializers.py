@@ -3,6 +3,7 @@ their parts as the API gives them."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -89,6 +90,9 @@ class DetectionRowSerializer(serializers.Serializer):
     class_id = serializers.IntegerField()
     confidence = serializers.SerializerMethodField()
     box = serializers.SerializerMethodField()
+    track_id = serializers.IntegerField(allow_null=True, help_text=(
+        "the object it belongs to (GET .../tracks/{track_id}); null for images, untracked "
+        "videos and boxes no track took"))
 
     def get_confidence(self, row) -> float:
         return round(row.confidence, 6)
@@ -153,10 +157,20 @@ class ProgressSerializer(serializers.Serializer):
 
 class LabelSummarySerializer(serializers.Serializer):
     label = serializers.CharField()
-    count = serializers.IntegerField()
+    count = serializers.IntegerField(help_text="boxes")
+    objects = serializers.IntegerField(allow_null=True,
+                                       help_text="tracks: unique objects (null: not tracked)")
     max_confidence = serializers.FloatField()
     first_ms = serializers.IntegerField()
     last_ms = serializers.IntegerField()
+
+
+class TrackingSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(help_text="submitted with tracking=true")
+    tracks = serializers.IntegerField(allow_null=True,
+                                      help_text="objects tracked (null: not tracked yet)")
+    buffer_ms = serializers.IntegerField(allow_null=True)
+    activation_threshold = serializers.FloatField(allow_null=True)
 
 
 class VideoPartSerializer(serializers.Serializer):
@@ -272,14 +286,16 @@ class JobDetailSerializer(JobSerializer):
     detections = serializers.SerializerMethodField()
     detections_url = serializers.SerializerMethodField()
     segments_url = serializers.SerializerMethodField()
+    tracks_url = serializers.SerializerMethodField()
     annotated_url = serializers.SerializerMethodField()
+    tracking = serializers.SerializerMethodField()
     summary = serializers.SerializerMethodField()
     parts = serializers.SerializerMethodField()
     webhook = serializers.SerializerMethodField()
 
     class Meta(JobSerializer.Meta):
         fields = (*JobSerializer.Meta.fields, "detections", "detections_url", "segments_url",
-                  "annotated_url", "summary", "parts", "webhook")
+                  "tracks_url", "annotated_url", "tracking", "summary", "parts", "webhook")
 
     @extend_schema_field(DetectionOutputSerializer(many=True, allow_null=True))
     def get_detections(self, job: Job) -> list[dict] | None:
@@ -298,6 +314,25 @@ class JobDetailSerializer(JobSerializer):
         if job.kind != Job.Kind.VIDEO:
             return None
         return _absolute(self.context, reverse("job-segments", args=[job.pk]))
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_tracks_url(self, job: Job) -> str | None:
+        if job.kind != Job.Kind.VIDEO or not job.params.get("tracking"):
+            return None
+        return _absolute(self.context, reverse("job-tracks", args=[job.pk]))
+
+    @extend_schema_field(TrackingSerializer(allow_null=True))
+    def get_tracking(self, job: Job) -> dict | None:
+        """Videos: whether objects are tracked, how many, with which parameters."""
+        if job.kind != Job.Kind.VIDEO:
+            return None
+        enabled = bool(job.params.get("tracking"))
+        return {"enabled": enabled, "tracks": job.video.tracks,
+                "buffer_ms": job.params.get("track_buffer_ms", settings.TRACK_BUFFER_MS)
+                if enabled else None,
+                "activation_threshold": job.params.get("track_activation_threshold",
+                                                       settings.TRACK_ACTIVATION_THRESHOLD)
+                if enabled else None}
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_annotated_url(self, job: Job) -> str | None:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from core.errors import ApiError
 from jobs import dispatch, notify
-from jobs.models import Job, Video, Webhook, webhook_of
+from jobs.models import Detection, Job, Track, Video, Webhook, webhook_of
 from jobs.thumbnails import thumbnail_name
 
 logger = logging.getLogger(__name__)
@@ -152,3 +152,48 @@ def retention_apply(*, now=None) -> dict:
                 Video.objects.filter(job=job).update(annotated_file="")
             counts["media_deleted"] += 1
     return counts
+
+
+def _box(row) -> list[float]:
+    return [round(row[4], 2), round(row[5], 2), round(row[6], 2), round(row[7], 2)]
+
+
+@transaction.atomic
+def tracks_refresh(*, job: Job, track_ids: list[int] | None = None) -> int:
+    """Rebuild the job's ``Track`` rows (those of ``track_ids``; None: all) from the
+    detections that carry their ids, after tracking or a review that moved boxes between
+    tracks; returns the tracks written. A track left with no box has no row."""
+    rows = Detection.objects.filter(job=job, track_id__isnull=False)
+    stale = Track.objects.filter(job=job)
+    if track_ids is not None:
+        rows = rows.filter(track_id__in=track_ids)
+        stale = stale.filter(track_id__in=track_ids)
+    stale.delete()
+    tracks: list[Track] = []
+    current: Track | None = None
+    frames: set[int] = set()
+    total = 0.0
+    count = 0
+    for row in rows.order_by("track_id", "frame_index", "-confidence", "id").values_list(
+            "track_id", "frame_index", "timestamp_ms", "confidence", "x1", "y1", "x2", "y2",
+            "class_id", "label").iterator(chunk_size=5000):
+        if current is None or row[0] != current.track_id:
+            if current is not None:
+                current.frames, current.mean_confidence = len(frames), total / count
+            current = Track(job=job, track_id=row[0] or 0, class_id=row[8], label=row[9],
+                            first_frame=row[1], first_ms=row[2], first_box=_box(row),
+                            max_confidence=row[3], last_frame=row[1], last_ms=row[2],
+                            last_box=_box(row), duration_ms=0, frames=0, mean_confidence=0)
+            tracks.append(current)
+            frames, total, count = set(), 0.0, 0
+        if row[1] not in frames and row[1] > current.last_frame:
+            current.last_frame, current.last_ms, current.last_box = row[1], row[2], _box(row)
+        current.duration_ms = current.last_ms - current.first_ms
+        current.max_confidence = max(current.max_confidence, row[3])
+        frames.add(row[1])
+        total += row[3]
+        count += 1
+    if current is not None:
+        current.frames, current.mean_confidence = len(frames), total / count
+    Track.objects.bulk_create(tracks, batch_size=1000)
+    return len(tracks)

@@ -103,8 +103,30 @@ class JobSegmentsView(generics.GenericAPIView):
         gap_ms = filterset.form.cleaned_data.get("gap_ms")
         if gap_ms is None:
             gap_ms = selectors.default_gap_ms(job)
-        segments = selectors.label_segments(detections=filterset.qs, gap_ms=gap_ms)
-        return Response({"job": str(job.pk), "gap_ms": gap_ms, "segments": segments})
+        by = filterset.form.cleaned_data.get("by") or "label"
+        if by == "track":
+            require_tracks(job)
+        segments = selectors.label_segments(detections=filterset.qs, gap_ms=gap_ms,
+                                            by_track=by == "track")
+        return Response({"job": str(job.pk), "gap_ms": gap_ms, "by": by,
+                         "segments": segments})
+
+
+def require_tracks(job: Job) -> None:
+    """409 unless the video job's objects are tracked."""
+    if job.kind != Job.Kind.VIDEO:
+        raise ApiError("not_a_video_job", "tracks exist for video jobs only")
+    if job.video.tracks is not None:
+        return
+    if not job.params.get("tracking"):
+        raise ApiError("not_tracked", "the job was submitted with tracking=false (or before "
+                       "videos were tracked); submit it again with tracking=true",
+                       status_code=409)
+    if not job.is_finished:
+        raise ApiError("not_ready", f"the job is {job.status}: objects are tracked once "
+                       "every frame is processed", status_code=409)
+    raise ApiError("not_tracked", "the objects of this job could not be tracked (see the "
+                   "worker's log)", status_code=409)
 
 
 class JobCancelView(APIView):

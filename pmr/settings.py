@@ -244,6 +244,19 @@ ANNOTATION_RETRY_SECONDS = env_float("ANNOTATION_RETRY_SECONDS", 600, minimum=1)
 # processed frames, which workers take in parallel.
 VIDEO_MAX_PARTS = env_int("VIDEO_MAX_PARTS", 8, minimum=1, maximum=1000)
 VIDEO_PART_MIN_FRAMES = env_int("VIDEO_PART_MIN_FRAMES", 1500, minimum=1)
+# Tracking (videos; engine/tracking.py): a lost object's track waits TRACK_BUFFER_MS for it
+# to come back (a job's track_buffer_ms); a box at least TRACK_ACTIVATION_THRESHOLD
+# confident may start a track (a job's track_activation_threshold); boxes below
+# TRACK_HIGH_THRESHOLD join tracks in ByteTrack's second round only; a track takes a box
+# whose IoU with its predicted box is at least TRACK_MATCH_IOU; a box TRACK_NESTED_OVERLAP
+# inside a larger one of its class is a duplicate, not an object; tracks shorter than
+# TRACK_MIN_FRAMES processed frames are dropped.
+TRACK_BUFFER_MS = env_int("TRACK_BUFFER_MS", 1000, minimum=0, maximum=60_000)
+TRACK_ACTIVATION_THRESHOLD = env_float("TRACK_ACTIVATION_THRESHOLD", 0.5, minimum=0, maximum=1)
+TRACK_HIGH_THRESHOLD = env_float("TRACK_HIGH_THRESHOLD", 0.5, minimum=0, maximum=1)
+TRACK_MATCH_IOU = env_float("TRACK_MATCH_IOU", 0.2, minimum=0, maximum=1)
+TRACK_NESTED_OVERLAP = env_float("TRACK_NESTED_OVERLAP", 0.85, minimum=0, maximum=1)
+TRACK_MIN_FRAMES = env_int("TRACK_MIN_FRAMES", 3, minimum=1, maximum=1000)
 # How often each worker looks for jobs whose worker died (and requeues them).
 WATCHDOG_SECONDS = env_float("WATCHDOG_SECONDS", 5, minimum=0.5)
 # A started image job's lease: its worker's heartbeat renews it; once it lapses, the worker

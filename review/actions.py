@@ -26,6 +26,7 @@ from review import services as review
 from review.api import box_json, detection_json
 from review.models import AddedBox
 from review.views import visible_job
+from videos.serializers import TrackSerializer
 from videos.services import annotation_request
 
 
@@ -42,9 +43,21 @@ class AddBoxForm(forms.Form):
     frame_index = forms.IntegerField(min_value=0, required=False)
 
 
+class MergeForm(forms.Form):
+    into = forms.IntegerField(min_value=1)
+
+
+class SplitForm(forms.Form):
+    frame_index = forms.IntegerField(min_value=0)
+
+
 class RerunForm(forms.Form):
     model = forms.CharField(required=False, max_length=64)
     min_confidence = forms.FloatField(required=False, min_value=0.0, max_value=0.999)
+
+
+DONE_AS = {"confirm": "confirmed", "reject": "rejected", "relabel": "relabelled",
+           "reset": "reset to unreviewed"}
 
 
 class Done:
@@ -78,6 +91,12 @@ class ReviewActions:
         routes: list[tuple[str, Callable, str]] = [
             *((f"<uuid:job_id>/detections/<int:detection_id>/{verb}",
                self._detection(verb), f"jobs_job_{verb}") for verb in review.REVIEW_ACTIONS),
+            *((f"<uuid:job_id>/tracks/<int:track_id>/{verb}", self._track(verb),
+               f"jobs_job_track_{verb}") for verb in review.REVIEW_ACTIONS),
+            ("<uuid:job_id>/tracks/<int:track_id>/merge", self.merge_tracks,
+             "jobs_job_track_merge"),
+            ("<uuid:job_id>/tracks/<int:track_id>/split", self.split_track,
+             "jobs_job_track_split"),
             ("<uuid:job_id>/boxes", self.add_box, "jobs_job_add_box"),
             ("<uuid:job_id>/boxes/<int:box_id>/remove", self.remove_box, "jobs_job_remove_box"),
             ("<uuid:job_id>/mark-reviewed", self.mark_reviewed, "jobs_job_mark_reviewed"),
@@ -121,6 +140,27 @@ class ReviewActions:
                                                 action=verb, label=label)
             return Done(detection_json(detection))
         return change
+
+    def _track(self, verb: str) -> Callable[..., Done]:
+        def change(request, job: Job, track_id: int) -> Done:
+            label = checked(LabelForm(request.POST))["label"] or None
+            count = review.track_review(job=job, track_id=track_id, user=request.user,
+                                        action=verb, label=label)
+            return Done({"track_id": track_id, "boxes": count, "action": verb},
+                        f"Track {track_id}: {count} boxes {DONE_AS[verb]}.")
+        return change
+
+    def merge_tracks(self, request, job: Job, track_id: int) -> Done:
+        into = checked(MergeForm(request.POST))["into"]
+        track = review.tracks_merge(job=job, track_id=track_id, into=into, user=request.user)
+        return Done(TrackSerializer(track).data, f"Track {track_id} merged into {into}.")
+
+    def split_track(self, request, job: Job, track_id: int) -> Done:
+        frame = checked(SplitForm(request.POST))["frame_index"]
+        track = review.track_split(job=job, track_id=track_id, frame_index=frame,
+                                   user=request.user)
+        return Done(TrackSerializer(track).data, f"Track {track_id} split at frame {frame}: "
+                    f"its boxes from there on are track {track.track_id}.", status=201)
 
     def add_box(self, request, job: Job) -> Done:
         data = checked(AddBoxForm(request.POST))

@@ -62,6 +62,8 @@ class ReviewEvent(models.Model):
         REMOVE_BOX = "remove_box"
         MARK_REVIEWED = "mark_reviewed"
         RERUN = "rerun"
+        MERGE_TRACKS = "merge_tracks"
+        SPLIT_TRACK = "split_track"
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="review_events")
     detection = models.ForeignKey(Detection, null=True, blank=True, on_delete=models.CASCADE,

@@ -1,9 +1,12 @@
-"""Review services: confirm, reject, relabel, add boxes, mark reviewed, re-run, export.
+"""Review services: confirm, reject, relabel (a box, or every box of a track), merge and
+split tracks, add boxes, mark reviewed, re-run, export.
 
 The model's output is never changed: a review writes the review fields beside a
 detection (status, label, who, when) and appends a ReviewEvent; boxes the model missed
-are AddedBox rows. An export takes exactly the reviewed boxes: confirmed and relabelled
-detections and added boxes, not rejected or unreviewed ones.
+are AddedBox rows. Tracks are the tracker's grouping of those boxes: merging two (an id
+switch) or splitting one changes which track boxes belong to, each change in the review
+history. An export takes exactly the reviewed boxes: confirmed and relabelled detections
+and added boxes, not rejected or unreviewed ones, with their (reviewed) track ids.
 """
 
 from __future__ import annotations
@@ -18,16 +21,16 @@ from pathlib import PurePosixPath
 import cv2
 from django.core.files.base import File
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from core.errors import ApiError
 from core.storage import local_or_url
 from jobs import catalog, dispatch
 from jobs.catalog import class_names, job_ref
-from jobs.models import Detection, Job
+from jobs.models import Detection, Job, Track, Video
 from jobs.selectors import selection_for
-from jobs.services import MEDIA_FIELDS, VIDEO_FACTS, job_create
+from jobs.services import MEDIA_FIELDS, VIDEO_FACTS, job_create, tracks_refresh
 from jobs.uploads import stored_name
 from review.models import AddedBox, ModelScoring, ReviewEvent, ReviewMark
 from videos.pipeline import read_frame
@@ -44,13 +47,10 @@ def _class_id(job: Job, label: str) -> int:
     return names.index(label)
 
 
-@transaction.atomic
-def detection_review(*, detection: Detection, user, action: str,
-                     label: str | None = None) -> Detection:
-    """Set a detection's review state; the original label, score and box stay as they are."""
+def _review_fields(job: Job, user, action: str, label: str | None) -> dict:
+    """The review fields an action writes on a detection."""
     if action not in REVIEW_ACTIONS:
         raise ApiError("invalid_parameters", f"unknown review action {action!r}")
-    before = {"status": detection.review_status, "label": detection.review_label or None}
     review_label, review_class = "", None
     status = {"confirm": Detection.Review.CONFIRMED, "reject": Detection.Review.REJECTED,
               "relabel": Detection.Review.RELABELLED,
@@ -58,18 +58,105 @@ def detection_review(*, detection: Detection, user, action: str,
     if action == "relabel":
         if not label:
             raise ApiError("invalid_parameters", "relabel needs a label")
-        review_class = _class_id(detection.job, label)
+        review_class = _class_id(job, label)
         review_label = label
-    now = timezone.now()
     reviewer = user if action != "reset" else None
-    Detection.objects.filter(pk=detection.pk).update(
-        review_status=status, review_label=review_label, review_class_id=review_class,
-        reviewed_by=reviewer, reviewed_at=now if reviewer else None)
-    ReviewEvent.objects.create(job_id=detection.job_id, detection=detection, action=action,
-                               user=user, details={"before": before, "after": {
-                                   "status": status, "label": review_label or None}})
+    return {"review_status": status, "review_label": review_label,
+            "review_class_id": review_class, "reviewed_by": reviewer,
+            "reviewed_at": timezone.now() if reviewer else None}
+
+
+def _event(detection: Detection, fields: dict, action: str, user, **details) -> ReviewEvent:
+    before = {"status": detection.review_status, "label": detection.review_label or None}
+    after = {"status": fields["review_status"], "label": fields["review_label"] or None}
+    return ReviewEvent(job_id=detection.job_id, detection=detection, action=action, user=user,
+                       details={"before": before, "after": after, **details})
+
+
+@transaction.atomic
+def detection_review(*, detection: Detection, user, action: str,
+                     label: str | None = None) -> Detection:
+    """Set a detection's review state; the original label, score and box stay as they are."""
+    fields = _review_fields(detection.job, user, action, label)
+    Detection.objects.filter(pk=detection.pk).update(**fields)
+    _event(detection, fields, action, user).save()
     detection.refresh_from_db()
     return detection
+
+
+def _track_boxes(job: Job, track_id: int):
+    boxes = Detection.objects.filter(job=job, track_id=track_id)
+    if not boxes.exists():
+        raise ApiError("not_found", f"the job has no track {track_id}", status_code=404)
+    return boxes
+
+
+@transaction.atomic
+def track_review(*, job: Job, track_id: int, user, action: str,
+                 label: str | None = None) -> int:
+    """Confirm, reject, relabel or reset every box of a track: each box gets the review
+    (and its own history entry) as if reviewed alone. Returns the boxes reviewed."""
+    fields = _review_fields(job, user, action, label)
+    boxes = list(_track_boxes(job, track_id).select_for_update())
+    ReviewEvent.objects.bulk_create([_event(box, fields, action, user, track_id=track_id)
+                                     for box in boxes], batch_size=1000)
+    Detection.objects.filter(pk__in=[box.pk for box in boxes]).update(**fields)
+    return len(boxes)
+
+
+def _tracks_changed(job: Job, track_ids: list[int]) -> None:
+    tracks_refresh(job=job, track_ids=track_ids)
+    Video.objects.filter(job=job).update(tracks=Track.objects.filter(job=job).count())
+
+
+@transaction.atomic
+def tracks_merge(*, job: Job, track_id: int, into: int, user) -> Track:
+    """Give every box of ``track_id`` to track ``into`` (the tracker split one object in
+    two: an id switch). Refused when both have a box in one frame, or their labels
+    differ (relabel one first)."""
+    if track_id == into:
+        raise ApiError("invalid_parameters", "a track cannot be merged into itself",
+                       details={"into": "another track of the job"})
+    moved, kept = _track_boxes(job, track_id), _track_boxes(job, into)
+    labels = set(moved.values_list("label", flat=True)) | set(
+        kept.values_list("label", flat=True))
+    if len(labels) > 1:
+        raise ApiError("invalid_parameters", f"tracks {track_id} and {into} are of different "
+                       f"labels ({', '.join(sorted(labels))}): relabel one first",
+                       details={"into": "a track of the same label"})
+    both = sorted(set(moved.values_list("frame_index", flat=True))
+                  & set(kept.values_list("frame_index", flat=True)))
+    if both:
+        raise ApiError("tracks_overlap", f"tracks {track_id} and {into} both have a box in "
+                       f"{len(both)} frames (first: {both[0]}): one object has one box a "
+                       "frame", status_code=409, details={"frames": both[:20]})
+    count = moved.update(track_id=into)
+    ReviewEvent.objects.create(job=job, action=ReviewEvent.Action.MERGE_TRACKS, user=user,
+                               details={"track_id": track_id, "into": into, "boxes": count})
+    _tracks_changed(job, [track_id, into])
+    return Track.objects.get(job=job, track_id=into)
+
+
+@transaction.atomic
+def track_split(*, job: Job, track_id: int, frame_index: int, user) -> Track:
+    """Give the boxes of a track from ``frame_index`` on to a new track (the tracker took
+    two objects for one); returns the new track."""
+    boxes = _track_boxes(job, track_id)
+    later = boxes.filter(frame_index__gte=frame_index)
+    if not later.exists() or not boxes.filter(frame_index__lt=frame_index).exists():
+        raise ApiError("invalid_parameters", f"frame {frame_index} does not split track "
+                       f"{track_id}: it must have boxes before and from that frame",
+                       details={"frame_index": "after the track's first frame, at or before "
+                                               "its last"})
+    Video.objects.select_for_update().filter(job=job).first()  # one new id at a time
+    new_id = (Detection.objects.filter(job=job).aggregate(
+        top=models.Max("track_id"))["top"] or 0) + 1
+    count = later.update(track_id=new_id)
+    ReviewEvent.objects.create(job=job, action=ReviewEvent.Action.SPLIT_TRACK, user=user,
+                               details={"track_id": track_id, "frame_index": frame_index,
+                                        "new_track_id": new_id, "boxes": count})
+    _tracks_changed(job, [track_id, new_id])
+    return Track.objects.get(job=job, track_id=new_id)
 
 
 @transaction.atomic
@@ -158,6 +245,7 @@ class ReviewedBox:
     y1: float
     x2: float
     y2: float
+    track_id: int | None = None
 
 
 def reviewed_boxes(job: Job) -> list[ReviewedBox]:
@@ -169,7 +257,8 @@ def reviewed_boxes(job: Job) -> list[ReviewedBox]:
         class_id, label = d.class_id, d.label
         if d.review_status == Detection.Review.RELABELLED and d.review_class_id is not None:
             class_id, label = d.review_class_id, d.review_label
-        boxes.append(ReviewedBox(d.frame_index, class_id, label, d.x1, d.y1, d.x2, d.y2))
+        boxes.append(ReviewedBox(d.frame_index, class_id, label, d.x1, d.y1, d.x2, d.y2,
+                                 d.track_id))
     for b in AddedBox.objects.filter(job=job, removed_at__isnull=True):
         boxes.append(ReviewedBox(b.frame_index, b.class_id, b.label, b.x1, b.y1, b.x2, b.y2))
     return boxes
@@ -243,17 +332,44 @@ def reviewed_dataset(jobs: Iterable[Job]) -> tuple[dict, list[DatasetImage]]:
                                    "pmr_job": str(job.pk), "frame_index": frame_index})
             for box in frame_boxes:
                 width, height = box.x2 - box.x1, box.y2 - box.y1
-                coco["annotations"].append({
+                annotation = {
                     "id": len(coco["annotations"]) + 1, "image_id": entry.image_id,
                     "category_id": category[box.label], "iscrowd": 0,
                     "bbox": [round(box.x1, 2), round(box.y1, 2), round(width, 2),
-                             round(height, 2)], "area": round(width * height, 2)})
+                             round(height, 2)], "area": round(width * height, 2)}
+                if box.track_id is not None:  # as CVAT writes a track's boxes
+                    annotation["attributes"] = {"track_id": box.track_id}
+                coco["annotations"].append(annotation)
     return coco, entries
+
+
+def mot_ground_truth(job: Job, boxes: Iterable[ReviewedBox], categories: list[str]) -> str:
+    """A video job's reviewed, tracked boxes in the MOTChallenge ground-truth format:
+    ``frame,id,left,top,width,height,1,class,1`` a line, counted from 1 as MOTChallenge
+    counts (frame: the source frame's index + 1; left, top: pixels from 1; class: the
+    export's category, from 1)."""
+    lines = []
+    for box in sorted((b for b in boxes if b.track_id is not None),
+                      key=lambda b: (b.frame_index, b.track_id)):
+        lines.append(f"{box.frame_index + 1},{box.track_id},{box.x1 + 1:.2f},{box.y1 + 1:.2f},"
+                     f"{box.x2 - box.x1:.2f},{box.y2 - box.y1:.2f},1,"
+                     f"{categories.index(box.label) + 1},1")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _seqinfo(job: Job) -> str:
+    video = job.video
+    return ("[Sequence]\n"
+            f"name={job.pk}\nimDir=img1\nframeRate={video.fps or 0:g}\n"
+            f"seqLength={video.frame_count or 0}\nimWidth={job.width}\nimHeight={job.height}\n"
+            "imExt=.jpg\n")
 
 
 def export_dataset(*, jobs: Iterable[Job], fmt: str) -> bytes:
     """A zip with the jobs' images (video frames that have reviewed boxes) and their
-    reviewed boxes, as COCO (annotations.json) or YOLO (labels/*.txt, classes.txt)."""
+    reviewed boxes, as COCO (annotations.json) or YOLO (labels/*.txt, classes.txt);
+    beside them, for each tracked video job, its reviewed tracks in the MOTChallenge
+    format (mot/<job>/gt/gt.txt and seqinfo.ini)."""
     if fmt not in ("coco", "yolo"):
         raise ValueError(fmt)
     coco, entries = reviewed_dataset(jobs)
@@ -273,6 +389,13 @@ def export_dataset(*, jobs: Iterable[Job], fmt: str) -> bytes:
                                  f"{width / image_width:.6f} {height / image_height:.6f}")
                 archive.writestr(f"labels/{entry.stem}.txt",
                                  "\n".join(lines) + ("\n" if lines else ""))
+        for job in {entry.job.pk: entry.job for entry in entries}.values():
+            if job.kind == Job.Kind.VIDEO and job.video.tracks is not None:
+                boxes = [box for entry in entries if entry.job.pk == job.pk
+                         for box in entry.boxes]
+                archive.writestr(f"mot/{job.pk}/gt/gt.txt",
+                                 mot_ground_truth(job, boxes, names))
+                archive.writestr(f"mot/{job.pk}/seqinfo.ini", _seqinfo(job))
         if fmt == "coco":
             archive.writestr("annotations.json", json.dumps(coco, indent=1))
         else:

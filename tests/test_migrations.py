@@ -125,3 +125,6 @@ def test_a_database_made_before_the_apps_split_upgrades_and_keeps_every_row():
     # New rows go on where the old ones stopped (the sequences came along).
     assert Detection.objects.create(job=moved, class_id=0, label="person", confidence=0.4,
                                     x1=0, y1=0, x2=1, y2=1).pk > max(b.pk for b in boxes)
+    # Tracking came later: every detection kept, none in a track, no video tracked.
+    assert not Detection.objects.filter(track_id__isnull=False).exists()
+    assert Video.objects.get(job_id=video.pk).tracks is None and not moved.tracks.exists()

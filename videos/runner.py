@@ -33,6 +33,7 @@ from jobs.thumbnails import thumbnail_save
 from videos.models import VideoPart
 from videos.pipeline import DecodeEnd, FrameReader, read_frame
 from videos.services import PART_LEASE, annotate_job
+from videos.tracking import job_track
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,11 @@ def _part_done(job: Job, part: VideoPart, owner: str, end) -> None:
 
 
 def _finish_job(job: Job) -> None:
+    if job.params.get("tracking"):
+        try:
+            job_track(job=job)
+        except Exception:  # the detections stand, untracked: the job says tracks: null
+            logger.exception("video job %s: its objects could not be tracked", job.pk)
     if job.params.get("annotate"):
         try:
             annotate_job(job=job)

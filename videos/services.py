@@ -185,7 +185,7 @@ def queue_parts(job: Job, selection: FrameSelection) -> None:
 def annotate_job(*, job: Job) -> str:
     """Render the video with its boxes drawn; store it; return the stored name."""
     detections = Detection.objects.filter(job=job).order_by("frame_index").only(
-        "frame_index", "class_id", "label", "confidence", "x1", "y1", "x2", "y2")
+        "frame_index", "class_id", "label", "confidence", "x1", "y1", "x2", "y2", "track_id")
     with tempfile.TemporaryDirectory() as tmp, local_or_url(job.input_file.name) as source:
         output = os.path.join(tmp, "annotated.mp4")
         render_annotated(source, output, detections.iterator(chunk_size=5000),

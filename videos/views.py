@@ -1,4 +1,4 @@
-"""The video API: submit a video, get it back annotated."""
+"""The video API: submit a video, its tracked objects, get it back annotated."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import generics, status
+from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,11 +15,12 @@ from rest_framework.views import APIView
 from core.errors import ApiError
 from core.schema import ERROR_RESPONSES
 from jobs import selectors as job_selectors
-from jobs.models import Job
+from jobs.filters import TrackFilter
+from jobs.models import Detection, Job, Track
 from jobs.serializers import JobSerializer
-from jobs.views import request_owner
+from jobs.views import request_owner, require_tracks
 from videos import services
-from videos.serializers import DetectVideoSerializer
+from videos.serializers import DetectVideoSerializer, TrackDetailSerializer, TrackSerializer
 
 
 class DetectVideoView(APIView):
@@ -79,3 +81,45 @@ class JobAnnotatedView(APIView):
         services.annotation_request(job=job)
         return Response({"status": "rendering", "retry_after_s": 5},
                         status=status.HTTP_202_ACCEPTED, headers={"Retry-After": "5"})
+
+
+class TrackCursor(CursorPagination):
+    ordering = ("track_id",)
+    page_size = 200
+    page_size_query_param = "page_size"
+    max_page_size = 2000
+
+
+class JobTracksView(generics.ListAPIView):
+    serializer_class = TrackSerializer
+    pagination_class = TrackCursor
+    filterset_class = TrackFilter
+    queryset = Track.objects.none()  # the schema's model; get_queryset has the job's
+
+    @extend_schema(operation_id="list_job_tracks", responses={
+        200: TrackSerializer(many=True), 409: OpenApiResponse(
+            description="not tracked (tracking=false), or not yet (the job is running)"),
+        **ERROR_RESPONSES},
+        summary="A video job's tracked objects, by track id (cursor-paginated)")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        job = job_selectors.job_get(user=self.request.user, job_id=self.kwargs["job_id"])
+        require_tracks(job)
+        return job_selectors.job_tracks(job=job)
+
+
+class JobTrackDetailView(APIView):
+    @extend_schema(operation_id="get_job_track", responses={
+        200: TrackDetailSerializer, 409: OpenApiResponse(description="not tracked"),
+        **ERROR_RESPONSES}, summary="One tracked object, with its box in every frame")
+    def get(self, request, job_id, track_id):
+        job = job_selectors.job_get(user=request.user, job_id=job_id)
+        require_tracks(job)
+        track = job_selectors.job_tracks(job=job).filter(track_id=track_id).first()
+        if track is None:
+            raise ApiError("not_found", f"the job has no track {track_id}", status_code=404)
+        boxes = Detection.objects.filter(job=job, track_id=track_id).order_by(
+            "frame_index", "-confidence", "id")
+        return Response(TrackDetailSerializer(track, context={"boxes": boxes}).data)
