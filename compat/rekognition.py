@@ -1,4 +1,5 @@
-"""An AWS Rekognition-compatible label-detection API (AWS JSON 1.1 protocol, ``compat.aws``).
+"""An AWS Rekognition-compatible label-detection and person-tracking API (AWS JSON 1.1
+protocol, ``compat.aws``).
 
 ``POST /`` (or REKOGNITION_PATH) with ``X-Amz-Target: RekognitionService.<Operation>``,
 signed with AWS Signature Version 4, so that the AWS SDKs work with ``endpoint_url``
@@ -101,7 +102,8 @@ def detect_labels(body: dict, user) -> dict:
     return {"Labels": ranked, "LabelModelVersion": _model_version(job)}
 
 
-def start_label_detection(body: dict, user) -> dict:
+def _start_video(body: dict, user, params: dict) -> dict:
+    """Submit the S3 object a Start* call names as a video job with ``params``."""
     video = body.get("Video")
     if not isinstance(video, dict) or not isinstance(video.get("S3Object"), dict):
         raise parameter_error("Video.S3Object is required")
@@ -113,10 +115,8 @@ def start_label_detection(body: dict, user) -> dict:
         if earlier is not None:
             return {"JobId": str(earlier.pk)}
     name, open_stream = object_source(video["S3Object"])
-    params = {"min_confidence": _min_confidence(body, 50), "iou_threshold": 0.45,
-              "classes": None, "max_detections": 100, "annotate": False,
-              "rekognition": {"job_tag": body.get("JobTag"),
-                              "notification_channel": body.get("NotificationChannel")}}
+    params = {**params, "rekognition": {"job_tag": body.get("JobTag"),
+                                        "notification_channel": body.get("NotificationChannel")}}
     try:
         upload = spooled_to_disk(os.path.basename(name), open_stream,
                                   settings.MAX_VIDEO_UPLOAD_BYTES)
@@ -127,6 +127,20 @@ def start_label_detection(body: dict, user) -> dict:
     except ApiError as exc:
         raise translate(exc, video=True) from None
     return {"JobId": str(job.pk)}
+
+
+def start_label_detection(body: dict, user) -> dict:
+    return _start_video(body, user, {
+        "min_confidence": _min_confidence(body, 50), "iou_threshold": 0.45, "classes": None,
+        "max_detections": 100, "annotate": False, "tracking": True})
+
+
+def start_person_tracking(body: dict, user) -> dict:
+    """Persons only, tracked (AWS's call has no threshold: the native API's default)."""
+    return _start_video(body, user, {
+        "min_confidence": 0.25, "iou_threshold": 0.45, "classes": ["person"],
+        "max_detections": 100, "annotate": False, "tracking": True,
+        "track_activation_threshold": settings.TRACK_ACTIVATION_THRESHOLD})
 
 
 _STATUS = {Job.Status.QUEUED: "IN_PROGRESS", Job.Status.RUNNING: "IN_PROGRESS",
@@ -157,7 +171,7 @@ def _page_offset(token: str, job: Job, sort: str, aggregate: str) -> int:
     return state["offset"]
 
 
-def get_label_detection(body: dict, user) -> dict:
+def _video_job(body: dict, user) -> Job:
     job_id = body.get("JobId")
     job = Job.objects.select_related("video").filter(
         pk=job_id, owner=user, kind=Job.Kind.VIDEO).first() \
@@ -165,29 +179,43 @@ def get_label_detection(body: dict, user) -> dict:
     if job is None:
         raise AwsError("ResourceNotFoundException", "The resource specified in the "
                                "request cannot be found.")
-    sort = body.get("SortBy", "TIMESTAMP")
-    aggregate = body.get("AggregateBy", "TIMESTAMPS")
+    return job
+
+
+def _max_results(body: dict) -> int:
     max_results = body.get("MaxResults", 1000)
-    if sort not in ("TIMESTAMP", "NAME") or aggregate not in ("TIMESTAMPS", "SEGMENTS"):
-        raise parameter_error("SortBy is TIMESTAMP or NAME; AggregateBy is TIMESTAMPS or SEGMENTS")
     if not isinstance(max_results, int) or not 1 <= max_results <= 1000:
         raise parameter_error("MaxResults must be from 1 to 1000")
-    token = body.get("NextToken")
-    offset = _page_offset(token, job, sort, aggregate) if token else 0
+    return max_results
+
+
+def _video_answer(job: Job) -> dict:
+    """What every Get* answer starts with: the job's state and the video's metadata."""
     result = {"JobStatus": _STATUS[job.status], "JobId": str(job.pk),
-              "LabelModelVersion": _model_version(job),
               "VideoMetadata": {"Codec": job.video.codec.lower() or "unknown",
                                 "DurationMillis": job.video.duration_ms or 0,
                                 "Format": _FORMATS.get(job.content_type, job.content_type),
                                 "FrameRate": job.video.fps or 0,
                                 "FrameHeight": job.height or 0,
-                                "FrameWidth": job.width or 0},
-              "Labels": []}
+                                "FrameWidth": job.width or 0}}
     tag = (job.params.get("rekognition") or {}).get("job_tag")
     if tag:
         result["JobTag"] = tag
     if job.error_message:
         result["StatusMessage"] = job.error_message
+    return result
+
+
+def get_label_detection(body: dict, user) -> dict:
+    job = _video_job(body, user)
+    sort = body.get("SortBy", "TIMESTAMP")
+    aggregate = body.get("AggregateBy", "TIMESTAMPS")
+    if sort not in ("TIMESTAMP", "NAME") or aggregate not in ("TIMESTAMPS", "SEGMENTS"):
+        raise parameter_error("SortBy is TIMESTAMP or NAME; AggregateBy is TIMESTAMPS or SEGMENTS")
+    max_results = _max_results(body)
+    token = body.get("NextToken")
+    offset = _page_offset(token, job, sort, aggregate) if token else 0
+    result = {**_video_answer(job), "LabelModelVersion": _model_version(job), "Labels": []}
     if result["JobStatus"] != "SUCCEEDED":
         return result
     entries = (_segments(job, sort) if aggregate == "SEGMENTS"
@@ -197,6 +225,35 @@ def get_label_detection(body: dict, user) -> dict:
     result["Labels"] = entries[:max_results]
     if len(entries) > max_results:
         result["NextToken"] = _page_token(job, offset + max_results, sort, aggregate)
+    return result
+
+
+def get_person_tracking(body: dict, user) -> dict:
+    """Each tracked person's box at each processed frame: ``Person.Index`` is its track id
+    (GET /api/jobs/{id}/tracks/{Index}), the same through the video. Persons no track took
+    (nested duplicates, flicker) are left out, as AWS leaves out what it does not track."""
+    job = _video_job(body, user)
+    sort = body.get("SortBy", "TIMESTAMP")
+    if sort not in ("TIMESTAMP", "INDEX"):
+        raise parameter_error("SortBy is TIMESTAMP or INDEX")
+    max_results = _max_results(body)
+    token = body.get("NextToken")
+    offset = _page_offset(token, job, sort, "PERSONS") if token else 0
+    result = {**_video_answer(job), "Persons": []}
+    if result["JobStatus"] != "SUCCEEDED":
+        return result
+    if job.video.tracks is None:
+        raise AwsError("InvalidParameterException", "the video job was not tracked: "
+                       "start it with StartPersonTracking")
+    order = (("timestamp_ms", "track_id", "id") if sort == "TIMESTAMP"
+             else ("track_id", "timestamp_ms", "id"))
+    rows = list(Detection.objects.filter(job=job, label="person", track_id__isnull=False)
+                .order_by(*order)[offset:offset + max_results + 1])
+    result["Persons"] = [{"Timestamp": row.timestamp_ms, "Person": {
+        "Index": row.track_id, "BoundingBox": _instance(row, job.width, job.height)[
+            "BoundingBox"]}} for row in rows[:max_results]]
+    if len(rows) > max_results:
+        result["NextToken"] = _page_token(job, offset + max_results, sort, "PERSONS")
     return result
 
 
@@ -303,6 +360,8 @@ OPERATIONS: dict[str, Callable[[dict, object], dict]] = {
     "DetectCustomLabels": detect_custom_labels,
     "StartLabelDetection": start_label_detection,
     "GetLabelDetection": get_label_detection,
+    "StartPersonTracking": start_person_tracking,
+    "GetPersonTracking": get_person_tracking,
 }
 
 
@@ -314,5 +373,6 @@ class RekognitionAuthentication(SigV4Authentication):
 class RekognitionView(AwsJsonView):
     target_prefix = TARGET_PREFIX
     operations = OPERATIONS
-    submitting = frozenset({"DetectLabels", "DetectCustomLabels", "StartLabelDetection"})
+    submitting = frozenset({"DetectLabels", "DetectCustomLabels", "StartLabelDetection",
+                            "StartPersonTracking"})
     authentication_classes = [RekognitionAuthentication]

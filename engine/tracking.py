@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import supervision as sv  # the tracker's box type
+from trackers import ByteTrackTracker
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,10 @@ def track(frames: Iterable[tuple[int, Sequence[TrackBox]]], *, fps: float,
             if box.key not in nested:
                 by_class.setdefault(box.class_id, []).append(box)
         free: dict[int, TrackBox] = {}
-        for class_id in sorted(set(by_class) | set(trackers)):
+        # A class's tracker runs on every frame while it follows something (the frames
+        # without a box age its tracks); one with nothing to follow waits for a box.
+        live = {class_id for class_id, tracker in trackers.items() if tracker.tracks}
+        for class_id in sorted(set(by_class) | live):
             tracker = trackers.get(class_id)
             if tracker is None:
                 tracker = trackers[class_id] = ByteTrackTracker(

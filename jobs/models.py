@@ -116,6 +116,8 @@ class Video(models.Model):
     annotated_file = models.FileField(max_length=255, blank=True)
     tracks = models.PositiveIntegerField(
         null=True, blank=True, help_text="objects tracked through the video (null: not tracked)")
+    tracking_ms = models.FloatField(null=True, blank=True,
+                                    help_text="time spent tracking them, as the job finished")
     annotation_requested_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:

@@ -128,6 +128,8 @@ class TimingSerializer(serializers.Serializer):
     processing_ms = serializers.FloatField(required=False, help_text="videos")
     frames_per_second = serializers.FloatField(required=False, allow_null=True,
                                                help_text="videos: processing speed")
+    tracking_ms = serializers.FloatField(required=False, allow_null=True,
+                                         help_text="videos: time spent tracking the objects")
 
 
 class ErrorInfoSerializer(serializers.Serializer):
@@ -264,6 +266,7 @@ class JobSerializer(serializers.ModelSerializer):
             timing["processing_ms"] = _round(video.processing_ms)
             timing["frames_per_second"] = (round(video.frames_done / seconds, 2) if seconds
                                            else None)
+            timing["tracking_ms"] = _round(video.tracking_ms)
         return timing
 
     @extend_schema_field(ErrorInfoSerializer(allow_null=True))

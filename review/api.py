@@ -36,7 +36,8 @@ def detection_json(d: Detection) -> dict:
             "box": [d.x1, d.y1, d.x2, d.y2], "review_status": d.review_status,
             "review_label": d.review_label or None, "review_class_id": d.review_class_id,
             "reviewed_by": _user(d.reviewed_by),
-            "reviewed_at": d.reviewed_at.isoformat() if d.reviewed_at else None}
+            "reviewed_at": d.reviewed_at.isoformat() if d.reviewed_at else None,
+            "track_id": d.track_id}
 
 
 def box_json(b: AddedBox) -> dict:
@@ -51,7 +52,18 @@ def event_json(e: ReviewEvent) -> dict:
             "detection": e.detection_id, "box": e.added_box_id,
             "label": (e.detection.label if e.detection else None)
             or (e.added_box.label if e.added_box else None),
-            "new_label": after.get("label")}
+            "new_label": after.get("label"), "track": _track_change(e)}
+
+
+def _track_change(e: ReviewEvent) -> str | None:
+    """A track event in words: "#5 into #2", "#2 from frame 40: #6"; a box's track."""
+    details = e.details or {}
+    if e.action == ReviewEvent.Action.MERGE_TRACKS:
+        return f"#{details.get('track_id')} into #{details.get('into')}"
+    if e.action == ReviewEvent.Action.SPLIT_TRACK:
+        return (f"#{details.get('track_id')} from frame {details.get('frame_index')}: "
+                f"#{details.get('new_track_id')}")
+    return f"track #{details['track_id']}" if details.get("track_id") else None
 
 
 def _detections(job: Job):
@@ -175,7 +187,26 @@ def page_data(job: Job, *, can_change: bool) -> dict:
     frames = Detection.objects.filter(job=job).values_list("frame_index", flat=True)
     data["frames"] = sorted(set(frames.order_by().distinct()))
     data["lanes"] = lanes(job)
+    data["tracks"], data["tracks_total"] = track_lanes(job)
+    data["urls"]["track"] = reverse("admin:jobs_job_track_merge", args=[pk, 0]).rsplit(
+        "/0/", 1)[0]
+    data["urls"]["data"] = reverse("admin:jobs_job_data", args=[pk])
     return data
+
+
+# The timeline shows at most this many tracks (the longest), one lane each.
+TRACK_LANES = 40
+
+
+def track_lanes(job: Job) -> tuple[list[dict], int]:
+    """The timeline's tracks: the longest TRACK_LANES, by when they start; and how many
+    tracks the video has (0: not tracked)."""
+    tracks = job_selectors.job_tracks(job=job)
+    longest = sorted(tracks.order_by("-duration_ms", "track_id")[:TRACK_LANES],
+                     key=lambda t: (t.first_ms, t.track_id))
+    return [{"track_id": t.track_id, "label": t.label, "class_id": t.class_id,
+             "first_ms": t.first_ms, "last_ms": t.last_ms, "first_frame": t.first_frame,
+             "frames": t.frames} for t in longest], job.video.tracks or 0
 
 
 def lanes(job: Job) -> list[dict]:

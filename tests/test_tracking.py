@@ -4,6 +4,8 @@ IDF1, ID switches); nested duplicates; the tracks API; one part or several."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -244,6 +246,15 @@ def test_tracking_false_stores_what_an_untracked_video_always_stored(api, eager_
     by_track = api.get(untracked["segments_url"], {"by": "track"})
     assert by_track.status_code == 409
 
+    # Tracked afterwards, from its stored boxes (no model run): the tracks of a tracked run.
+    from django.core.management import call_command
+    out = io.StringIO()
+    call_command("track_videos", untracked["id"], stdout=out)
+    assert out.getvalue().strip() == f"{untracked['id']}: 3 tracks"
+    assert list(_membership(untracked["id"]).values()) == list(
+        _membership(tracked["id"]).values())
+    assert api.get(f"/api/jobs/{untracked['id']}").json()["tracking"]["tracks"] == 3
+
 
 @pytest.mark.django_db
 def test_tracking_parameters_are_checked(api, scene_video):
@@ -291,7 +302,6 @@ def test_the_annotated_video_draws_each_track_in_its_own_colour(api, eager_celer
 @pytest.mark.django_db(transaction=True)
 def test_tracks_are_reviewed_merged_split_and_exported(api, eager_celery, tiny_paths,
                                                        scene_video, client, tmp_path):
-    import io
     import json
     import zipfile
 

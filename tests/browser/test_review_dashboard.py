@@ -119,9 +119,11 @@ def test_a_video_job_page_has_a_timeline_that_chooses_the_frame(live_server, bro
     assert page.locator("video#pmr-video").count() == 1
     timeline = page.locator("#pmr-timeline").bounding_box()
     before = page.evaluate("new URLSearchParams(location.search).get('frame')")  # the busiest
-    # A moment about three quarters in (the lanes start after their names, at 120 of 960).
+    # A moment about three quarters in (the lanes start after their names, at 120 of 960),
+    # clicked on the time axis (a track's bar, below, would go to that track instead).
     x = timeline["x"] + timeline["width"] * (120 + (960 - 128) * 0.75) / 960
-    page.mouse.click(x, timeline["y"] + timeline["height"] / 2)
+    height = page.evaluate("document.querySelector('#pmr-timeline').viewBox.baseVal.height")
+    page.mouse.click(x, timeline["y"] + timeline["height"] * 13 / height)
     page.wait_for_function(f"new URLSearchParams(location.search).get('frame') !== '{before}'")
     frame = int(page.evaluate("new URLSearchParams(location.search).get('frame')"))
     assert 25 <= frame <= 35

@@ -281,6 +281,91 @@ def test_a_video_is_reviewed_by_keyboard_with_the_player_and_the_timeline_as_one
     assert Detection.objects.get(pk=ranked[0].pk).review_status == "confirmed"
 
 
+@pytest.fixture
+def scene_job(reviewer, eager_celery, tiny_paths, coco128_dir, tmp_path):
+    """A tracked video job on the test scene (two people crossing, a bus)."""
+    from rest_framework.test import APIClient
+
+    from tests import tracking_scene
+
+    frames, _ = tracking_scene.render(coco128_dir)
+    path = tracking_scene.write_lossless(frames, tmp_path / "scene.mp4")
+    api = APIClient()
+    api.force_authenticate(reviewer)
+    answer = api.post("/api/detect/video", {"video": ContentFile(path.read_bytes(),
+                                                                 name="scene.mp4")},
+                      format="multipart")
+    job = Job.objects.get(pk=answer.json()["id"])
+    assert job.status == "succeeded" and job.video.tracks == 3
+    return job
+
+
+def test_a_track_is_one_bar_and_is_reviewed_split_and_merged_by_keyboard(
+        live_server, browser_page, scene_job):
+    from jobs.models import Track
+
+    page = browser_page
+    job = scene_job
+    log_in(page, live_server, f"/admin/jobs/job/{job.pk}/change/?frame=30")
+    seen = watch(page)
+    keys = page.keyboard
+    tracks = Track.objects.filter(job=job)
+    assert page.locator("#pmr-timeline .pmr-track").count() == tracks.count() == 3
+    members = {t.track_id: set(Detection.objects.filter(job=job, track_id=t.track_id)
+                               .values_list("pk", flat=True)) for t in tracks}
+
+    # A track's bar takes the player to its first box.
+    bus = tracks.get(label="bus")
+    page.click(f"#pmr-timeline .pmr-track[data-track='{bus.track_id}'] rect")
+    page.wait_for_function(f"new URLSearchParams(location.search).get('frame') === "
+                           f"'{bus.first_frame}'")
+    page.wait_for_selector("#pmr-detections tr.pmr-selected")
+    assert Detection.objects.get(pk=selected(page)).track_id == bus.track_id
+    assert page.is_visible("#pmr-track")
+    page.focus("#pmr-viewer")
+    keys.press("Shift+C")  # confirm every box of the bus's track
+    page.wait_for_function("document.querySelector('#pmr-message').textContent"
+                           f".startsWith('confirm track #{bus.track_id}')")
+    assert set(Detection.objects.filter(job=job, track_id=bus.track_id).values_list(
+        "review_status", flat=True)) == {"confirmed"}
+    assert ReviewEvent.objects.filter(job=job, action="confirm").count() == \
+        len(members[bus.track_id])
+    page.screenshot(path=str(ARTIFACTS / "19-video-track-confirmed.png"))
+
+    # Split a person's track a second in, then merge the halves back.
+    person = tracks.filter(label="person").order_by("track_id").first()
+    frame = 15
+    box = Detection.objects.get(job=job, track_id=person.track_id, frame_index=frame)
+    page.focus("#pmr-timeline")
+    keys.press("Home")
+    keys.press("ArrowRight")  # one second: frame 15 at 15 fps
+    page.wait_for_function(f"new URLSearchParams(location.search).get('frame') === '{frame}'")
+    page.click(f"#pmr-detections tr[data-detection='{box.pk}']")
+    page.focus("#pmr-viewer")
+    keys.press("s")
+    page.wait_for_function("document.querySelector('#pmr-message').textContent"
+                           f".startsWith('track #{person.track_id} split')")
+    assert Track.objects.filter(job=job).count() == 4
+    new_id = Detection.objects.get(pk=box.pk).track_id
+    assert new_id not in members
+    page.wait_for_function("document.querySelectorAll('#pmr-timeline .pmr-track').length === 4")
+    page.click(f"#pmr-detections tr[data-detection='{box.pk}']")
+    page.focus("#pmr-viewer")
+    keys.press("m")
+    page.wait_for_selector("#pmr-label-form:not([hidden])")
+    keys.type(str(person.track_id))
+    keys.press("Enter")
+    page.wait_for_function("document.querySelector('#pmr-message').textContent"
+                           f".startsWith('track #{new_id} merged into #{person.track_id}')")
+    assert {t.track_id: set(Detection.objects.filter(job=job, track_id=t.track_id)
+                            .values_list("pk", flat=True))
+            for t in Track.objects.filter(job=job)} == members
+    page.wait_for_function("document.querySelectorAll('#pmr-timeline .pmr-track').length === 3")
+    page.screenshot(path=str(ARTIFACTS / "20-video-track-split-and-merged.png"))
+    assert seen["errors"] == [], seen["errors"]
+    assert seen["navigations"] == 0
+
+
 def axe_violations(page) -> list[dict]:
     from axe_playwright_python.sync_playwright import Axe
 

@@ -238,6 +238,44 @@ def test_get_label_detection_sorts_by_name_and_aggregates_segments(compat, video
                for s in segments)
 
 
+def test_person_tracking_gives_each_tracked_person_its_index(compat):
+    username = "aws-persons"
+    client = rekognition(compat, username)
+    job_id = client.start_person_tracking(
+        Video={"S3Object": {"Bucket": "videos", "Name": "bikes.mp4"}},
+        ClientRequestToken="bikes-persons", JobTag="people")["JobId"]
+    deadline = datetime.now(UTC) + timedelta(minutes=5)
+    while (status := client.get_person_tracking(JobId=job_id)["JobStatus"]) == "IN_PROGRESS":
+        assert datetime.now(UTC) < deadline
+        time.sleep(0.5)
+    assert status == "SUCCEEDED"
+    persons, kwargs = [], {"JobId": job_id, "MaxResults": 50}
+    while True:
+        page = client.get_person_tracking(**kwargs)
+        persons += page["Persons"]
+        if "NextToken" not in page:
+            break
+        kwargs["NextToken"] = page["NextToken"]
+    assert page["JobTag"] == "people" and page["VideoMetadata"]["FrameWidth"] == 640
+    token = compat.manage("create_api_token", username).stdout.strip()
+    tracks = compat.get(f"/api/jobs/{job_id}/tracks", token=token).json()["results"]
+    assert tracks and {t["label"] for t in tracks} == {"person"}
+    assert sorted({p["Person"]["Index"] for p in persons}) == [t["track_id"] for t in tracks]
+    assert len(persons) == sum(t["frames"] for t in tracks)
+    assert [p["Timestamp"] for p in persons] == sorted(p["Timestamp"] for p in persons)
+    first = tracks[0]
+    mine = sorted((p for p in persons if p["Person"]["Index"] == first["track_id"]),
+                  key=lambda p: p["Timestamp"])
+    assert mine[0]["Timestamp"] == first["first_ms"]
+    assert mine[0]["Person"]["BoundingBox"]["Left"] == pytest.approx(
+        first["first_box"]["x1"] / 640, abs=1e-4)
+    by_index = client.get_person_tracking(JobId=job_id, SortBy="INDEX")["Persons"]
+    assert [p["Person"]["Index"] for p in by_index] == sorted(
+        p["Person"]["Index"] for p in by_index)
+    assert error_type(lambda: client.get_person_tracking(JobId=job_id, SortBy="NAME")) == \
+        "InvalidParameterException"
+
+
 # --- Rekognition: errors ------------------------------------------------------------------
 
 def test_every_rekognition_error_type(compat, darknet_dir, video_job):

@@ -2,7 +2,7 @@
 // JSON endpoint (review/actions.py) and the page updates in place; the URL follows the
 // frame and the selected detection, so reload and back/forward come back to them.
 import { Overlay, colourOf } from "./overlay.js";
-import { Timeline, clock } from "./timeline.js";
+import { Timeline, clock, trackColour } from "./timeline.js";
 
 const $ = (selector) => document.querySelector(selector);
 const data = JSON.parse($("#pmr-data").textContent);
@@ -90,7 +90,8 @@ function renderTable(shown) {
     row.className = `pmr-${d.review_status}${d.id === state.selected ? " pmr-selected" : ""}${d.id === state.hover ? " pmr-hover" : ""}`;
     row.tabIndex = -1;
     const swatch = `<span class="pmr-swatch" style="background:${colourOf(data.palette, d.review_class_id ?? d.class_id)}"></span>`;
-    const name = d.review_status === "relabelled" ? `${d.label} → <strong>${d.review_label}</strong>` : d.label;
+    const tracked = d.track_id != null ? ` <span class="pmr-track-id" style="border-color:${trackColour(data.palette, d.track_id)}">#${d.track_id}</span>` : "";
+    const name = (d.review_status === "relabelled" ? `${d.label} → <strong>${d.review_label}</strong>` : d.label) + tracked;
     const who = d.reviewed_by ? ` by ${d.reviewed_by}` : "";
     row.title = `box ${d.box.map((v) => Math.round(v)).join(", ")}`;
     row.innerHTML = `<td>${swatch}${name}</td><td>${d.confidence.toFixed(3)}</td>`
@@ -138,6 +139,76 @@ function renderTable(shown) {
     added.appendChild(row);
   }
   if (!state.added.length) added.innerHTML = '<tr><td colspan="4">None.</td></tr>';
+  renderTrack();
+}
+
+// The selected box's track: what it is, and the changes that apply to all of its boxes.
+function renderTrack() {
+  const panel = $("#pmr-track");
+  if (!panel) return;
+  const d = selectedDetection();
+  const track = d && d.track_id != null ? (data.tracks || []).find((t) => t.track_id === d.track_id) : null;
+  panel.hidden = !(d && d.track_id != null);
+  if (panel.hidden) return;
+  $("#pmr-track-title").textContent = `Track #${d.track_id}: ${d.label}`
+    + (track ? `, ${clock(track.first_ms)}–${clock(track.last_ms)}, ${track.frames} frames` : "");
+  for (const button of panel.querySelectorAll("button")) button.disabled = !data.can_change;
+}
+
+async function trackChanged(message) {
+  state.cache.clear();
+  state.cachedUntil = -1;
+  const fresh = await getJson(data.urls.data);
+  data.tracks = fresh.tracks;
+  data.tracks_total = fresh.tracks_total;
+  timeline?.setTracks(data.tracks);
+  const loaded = await loadFrame(state.frame);
+  state.detections = loaded.detections;
+  state.added = loaded.added;
+  say(message);
+  render();
+  refreshHistory();
+}
+
+async function reviewTrack(verb) {
+  const d = selectedDetection();
+  if (!d || d.track_id == null || !data.can_change) return;
+  let label = null;
+  if (verb === "relabel") {
+    label = await askLabel(`New label for every box of track #${d.track_id}`, d.review_label || state.lastLabel || d.label);
+    if (!label) return;
+  }
+  try {
+    const done = await post(`${data.urls.track}/${d.track_id}/${verb}`, label ? { label } : {});
+    if (label) state.lastLabel = label;
+    await trackChanged(`${verb} track #${d.track_id}: ${done.boxes} boxes${label ? ` → ${label}` : ""}`);
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+async function splitTrack() {
+  const d = selectedDetection();
+  if (!d || d.track_id == null || !data.can_change) return;
+  try {
+    const made = await post(`${data.urls.track}/${d.track_id}/split`, { frame_index: state.frame });
+    await trackChanged(`track #${d.track_id} split at frame ${state.frame}: from here on it is track #${made.track_id}`);
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+async function mergeTrack() {
+  const d = selectedDetection();
+  if (!d || d.track_id == null || !data.can_change) return;
+  const into = await askTrack(`Merge track #${d.track_id} into track…`, d.track_id);
+  if (into === null) return;
+  try {
+    await post(`${data.urls.track}/${d.track_id}/merge`, { into });
+    await trackChanged(`track #${d.track_id} merged into #${into}`);
+  } catch (error) {
+    say(error.message, true);
+  }
 }
 
 function hover(id) {
@@ -256,7 +327,7 @@ async function refreshHistory() {
     list.replaceChildren();
     for (const e of events) {
       const item = document.createElement("li");
-      const what = `${e.action}${e.label ? ` ${e.label}` : ""}${e.detection ? ` #${e.detection}` : ""}${e.new_label ? ` → ${e.new_label}` : ""}`;
+      const what = `${e.action}${e.label ? ` ${e.label}` : ""}${e.detection ? ` #${e.detection}` : ""}${e.new_label ? ` → ${e.new_label}` : ""}${e.track ? ` (${e.track})` : ""}`;
       item.textContent = `${new Date(e.at).toLocaleString()} — ${e.user || "?"}: ${what}`;
       list.appendChild(item);
     }
@@ -300,6 +371,45 @@ function askLabel(title, initial) {
       const label = bestLabel(data.names, input.value);
       if (label) done(label);
       else match.textContent = "no such class";
+    };
+    const escape = (event) => { if (event.key === "Escape") { event.preventDefault(); done(null); } };
+    form.addEventListener("submit", submit);
+    input.addEventListener("input", show);
+    input.addEventListener("keydown", escape);
+  });
+}
+
+// A track id, typed into the label form (digits; Escape cancels).
+function askTrack(title, current) {
+  const form = $("#pmr-label-form");
+  const input = $("#pmr-label-input");
+  const match = $("#pmr-label-match");
+  $("#pmr-label-title").textContent = title;
+  input.value = "";
+  input.removeAttribute("list");
+  form.hidden = false;
+  input.focus();
+  const known = (id) => (data.tracks || []).find((t) => t.track_id === id);
+  const show = () => {
+    const id = Number(input.value);
+    match.textContent = Number.isInteger(id) && id > 0 && id !== current
+      ? (known(id) ? `→ #${id} ${known(id).label}` : `→ #${id}`) : "a track number";
+  };
+  show();
+  return new Promise((resolve) => {
+    const done = (value) => {
+      form.hidden = true;
+      input.setAttribute("list", "pmr-names");
+      form.removeEventListener("submit", submit);
+      input.removeEventListener("input", show);
+      input.removeEventListener("keydown", escape);
+      viewer.focus();
+      resolve(value);
+    };
+    const submit = (event) => {
+      event.preventDefault();
+      const id = Number(input.value);
+      if (Number.isInteger(id) && id > 0 && id !== current) done(id);
     };
     const escape = (event) => { if (event.key === "Escape") { event.preventDefault(); done(null); } };
     form.addEventListener("submit", submit);
@@ -422,8 +532,14 @@ let timeline = null;
 if (isVideo) {
   timeline = new Timeline($("#pmr-timeline"), {
     durationMs: job.duration_ms || 0, intervalMs: job.frame_interval_ms || 1000 / fps,
-    lanes: data.lanes, palette: data.palette,
+    lanes: data.lanes, tracks: data.tracks || [], palette: data.palette,
     onSeek: (ms) => { pause(); showFrame(nearestFrame(ms)); },
+    onTrack: async (track) => {
+      pause();
+      await showFrame(track.first_frame);
+      const first = state.detections.find((d) => d.track_id === track.track_id);
+      if (first) select(first.id);
+    },
   });
   const line = $("#pmr-timeline");
   line.addEventListener("keydown", (event) => {
@@ -457,6 +573,10 @@ $("#pmr-zoom-out").addEventListener("click", () => overlay.zoomBy(0.8));
 $("#pmr-zoom-fit").addEventListener("click", () => overlay.reset());
 $("#pmr-add")?.addEventListener("click", () => setDrawing(!overlay.drawing));
 $("#pmr-help-button").addEventListener("click", () => toggleHelp());
+for (const [id, run] of [["#pmr-track-confirm", () => reviewTrack("confirm")], ["#pmr-track-reject", () => reviewTrack("reject")],
+  ["#pmr-track-relabel", () => reviewTrack("relabel")], ["#pmr-track-split", () => splitTrack()], ["#pmr-track-merge", () => mergeTrack()]]) {
+  $(id)?.addEventListener("click", run);
+}
 $("#pmr-mark-reviewed")?.addEventListener("click", async () => {
   try {
     const mark = await post(data.urls.mark_reviewed);
@@ -481,6 +601,11 @@ const KEYS = {
   c: () => review("confirm"),
   x: () => review("reject"),
   r: () => review("relabel"),
+  C: () => reviewTrack("confirm"),
+  X: () => reviewTrack("reject"),
+  R: () => reviewTrack("relabel"),
+  s: () => splitTrack(),
+  m: () => mergeTrack(),
   u: () => undo(),
   a: () => setDrawing(!overlay.drawing),
   n: () => jump(1),

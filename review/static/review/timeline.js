@@ -1,5 +1,6 @@
-// A video's timeline: a time axis with ticks, one lane per label in its class colour, a
-// playhead; clicking it (or Enter/arrows on it) seeks.
+// A video's timeline: a time axis with ticks, one lane per label in its class colour, then
+// one per tracked object (its bar from its first to its last box, in the track's colour),
+// a playhead; clicking it (or Enter/arrows on it) seeks, clicking a track goes to it.
 import { colourOf, element } from "./overlay.js";
 
 const WIDTH = 960;
@@ -26,13 +27,15 @@ export function clock(ms) {
   return `${minutes}:${rest < 10 ? "0" : ""}${shown}`;
 }
 
+// A track's colour: the same as in the annotated video (engine.annotate.track_colour).
+export function trackColour(palette, trackId) {
+  return palette[(trackId * 5) % palette.length];
+}
+
 export class Timeline {
-  constructor(svg, { durationMs, intervalMs, lanes, palette, onSeek }) {
-    Object.assign(this, { svg, durationMs: Math.max(durationMs, 1), intervalMs, lanes, palette, onSeek });
-    const height = AXIS + LANE * Math.max(lanes.length, 1) + 4;
-    svg.setAttribute("viewBox", `0 0 ${WIDTH} ${height}`);
-    this.height = height;
-    this.draw();
+  constructor(svg, { durationMs, intervalMs, lanes, tracks = [], palette, onSeek, onTrack = () => {} }) {
+    Object.assign(this, { svg, durationMs: Math.max(durationMs, 1), intervalMs, lanes, palette, onSeek, onTrack });
+    this.setTracks(tracks);
     svg.addEventListener("click", (event) => {
       const point = svg.createSVGPoint();
       point.x = event.clientX;
@@ -40,6 +43,14 @@ export class Timeline {
       const x = point.matrixTransform(svg.getScreenCTM().inverse()).x;
       if (x >= LEFT) this.onSeek(this.timeAt(x));
     });
+  }
+
+  setTracks(tracks) {
+    this.tracks = tracks;
+    this.height = AXIS + LANE * Math.max(this.lanes.length + tracks.length, 1) + 4;
+    this.svg.setAttribute("viewBox", `0 0 ${WIDTH} ${this.height}`);
+    this.draw();
+    if (this.svg.dataset.time !== undefined) this.setTime(Number(this.svg.dataset.time));
   }
 
   x(ms) {
@@ -78,6 +89,19 @@ export class Timeline {
         const title = element("title", {}, bar);
         title.textContent = `${lane.label}: ${clock(start)}–${clock(end)}`;
       }
+    });
+    this.tracks.forEach((track, index) => {
+      const y = AXIS + (this.lanes.length + index) * LANE;
+      const row = element("g", { class: "pmr-track" }, svg);
+      row.dataset.track = track.track_id;
+      const name = element("text", { x: LEFT - 6, y: y + 14, "text-anchor": "end", "font-size": 12, fill: "#222" }, row);
+      name.textContent = `${track.label} #${track.track_id}`;
+      const x1 = this.x(track.first_ms);
+      const x2 = Math.max(x1 + 2, this.x(track.last_ms + this.intervalMs));
+      const bar = element("rect", { x: x1, y: y + 3, width: x2 - x1, height: LANE - 6, fill: trackColour(this.palette, track.track_id), rx: 5 }, row);
+      const title = element("title", {}, bar);
+      title.textContent = `${track.label} #${track.track_id}: ${clock(track.first_ms)}–${clock(track.last_ms)}, ${track.frames} frames`;
+      bar.addEventListener("click", (event) => { event.stopPropagation(); this.onTrack(track); });
     });
     this.playhead = element("line", { class: "pmr-playhead", x1: LEFT, x2: LEFT, y1: 0, y2: this.height, stroke: "#c00", "stroke-width": 2 }, svg);
   }
