@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import supervision as sv  # the tracker's box type
+import supervision as sv  # the tracker's own box type
 from trackers import ByteTrackTracker
 
 
@@ -109,9 +109,6 @@ def track(frames: Iterable[tuple[int, Sequence[TrackBox]]], *, fps: float,
     (frame_index, its boxes), empty frames included (they age the tracks). ``fps``: the
     processed frames per second. Returns box key -> track id (1, 2, ... by first
     appearance) for the tracked boxes; the others are not in it."""
-    import supervision as sv  # the tracker's own box type
-    from trackers import ByteTrackTracker
-
     config = config or TrackerConfig()
     # The library's buffer is counted in 30 FPS frames and scaled to frame_rate.
     buffer = max(0, round(config.buffer_ms * 30 / 1000))
