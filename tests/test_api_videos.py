@@ -369,6 +369,55 @@ def test_a_part_whose_worker_died_job_max_attempts_times_fails_worker_lost(api, 
     assert not Detection.objects.filter(job=job).exists()
 
 
+def test_a_worker_that_dies_finishing_the_job_leaves_it_to_another_task(
+        api, tiny_paths, short_clip, settings, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pmr.celery import app
+    from videos import runner, services
+    from videos.models import VideoPart
+
+    class Died(BaseException):
+        """The process ends here (kill -9: nothing after it runs)."""
+
+    def dies(job):
+        raise Died
+
+    broker = app.conf.broker_url
+    app.conf.broker_url = "memory://"  # what the watchdog sends, nobody runs
+    try:
+        job_id = submit(api, short_clip).json()["id"]
+        finish = runner._finish_job
+        monkeypatch.setattr(runner, "_finish_job", dies)
+        with pytest.raises(Died):
+            runner.video_part_run(job_id=job_id, index=0)
+        part = VideoPart.objects.get(job_id=job_id)
+        # Every frame done, the job not finished: the part stays running, under its lease.
+        assert (part.status, part.frames_read, part.next_frame) == ("running", 41, 41)
+        assert part.lease_owner and Job.objects.get(pk=job_id).status == "running"
+        boxes = Detection.objects.filter(job_id=job_id).count()
+        # Finishing is not stalling: a renewed lease keeps it, however long it takes.
+        stuck = timezone.now() + timedelta(seconds=settings.STALL_SECONDS + 1)
+        VideoPart.objects.filter(pk=part.pk).update(
+            lease_expires=stuck + timedelta(seconds=settings.VIDEO_LEASE_SECONDS))
+        assert services.requeue_stalled(now=stuck) == []
+        # Its worker dead, the lease lapses: another task finishes the job.
+        lapsed = stuck + timedelta(seconds=settings.VIDEO_LEASE_SECONDS + 1)
+        assert services.requeue_stalled(now=lapsed) == [
+            f"video job {job_id} part 0 lost its worker"]
+        monkeypatch.setattr(runner, "_finish_job", finish)
+        runner.video_part_run(job_id=job_id, index=0)
+    finally:
+        app.conf.broker_url = broker
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "succeeded" and job.video.tracks is not None
+    assert Detection.objects.filter(job=job).count() == boxes  # nothing lost or twice
+    part.refresh_from_db()
+    assert (part.status, part.lease_owner, part.attempts) == ("done", "", 2)
+
+
 def _in_container(videos_dir, fmt: str, codec: str, frames: int = 12) -> bytes:
     """The short clip's first frames, encoded by PyAV (FFmpeg) into another container."""
     import io

@@ -211,15 +211,18 @@ def _part_done(job: Job, part: VideoPart, owner: str, end) -> None:
             + f"; the detections of the {video.frames_done} frames processed are kept"))
         return
     with transaction.atomic():
-        finished = VideoPart.objects.filter(pk=part.pk, lease_owner=owner).update(
-            status=VideoPart.Status.DONE, lease_owner="", frames_read=end.frames_read)
-        if not finished:
-            raise LeaseLost
         # Under the job's row lock, exactly one finishing part sees that none is left.
         locked = Job.objects.select_for_update().filter(pk=job.pk,
                                                         status=Job.Status.RUNNING).first()
         last = locked is not None and not VideoPart.objects.filter(job=job).exclude(
-            status=VideoPart.Status.DONE).exists()
+            pk=part.pk).exclude(status=VideoPart.Status.DONE).exists()
+        # The last part stays running, under its lease, while it finishes the job (tracks,
+        # the annotated copy): if its worker dies meanwhile, the lease lapses and another
+        # task finishes the job. (frames_read set: it is finishing, not stalled.)
+        done = {} if last else {"status": VideoPart.Status.DONE, "lease_owner": ""}
+        if not VideoPart.objects.filter(pk=part.pk, lease_owner=owner).update(
+                frames_read=end.frames_read, progressed_at=timezone.now(), **done):
+            raise LeaseLost
     if last:
         _finish_job(job)
 
@@ -248,6 +251,8 @@ def _finish_job(job: Job) -> None:
             precision=detector.precision)
         if updated:
             Video.objects.filter(job_id=job.pk).update(frames_total=F("frames_done"))
+        VideoPart.objects.filter(job_id=job.pk).exclude(status=VideoPart.Status.DONE).update(
+            status=VideoPart.Status.DONE, lease_owner="")
     if updated:
         announce(job)
         with local_or_url(job.input_file.name) as source:

@@ -9,11 +9,13 @@ a new task, which resumes from the part's last committed batch — so no frame i
 stored twice. Each batch commits its detections with the progress (``next_frame``,
 ``progressed_at``); a live task that commits none for STALL_SECONDS is stalled, and its
 part goes to a new task the same way, counted as an attempt, and failed "stalled" (not
-"the worker died") once the attempts are spent. Parts are cut at multiples of the batch
-size (in processed frames), so every batch is the one a single worker would have run:
-the merged result equals a single-worker run, frame for frame. The task that finishes the
-last part finishes the job (decided under a row lock, not by a chord callback, so that a
-part taken over after its worker died still counts).
+"the worker died") once the attempts are spent. The last part to finish stays running,
+under its lease, while its task finishes the job (tracks, the annotated copy): a worker
+that dies then leaves the job to another task, not running for ever. Parts are cut at
+multiples of the batch size (in processed frames), so every batch is the one a single
+worker would have run: the merged result equals a single-worker run, frame for frame.
+The task that finishes the last part finishes the job (decided under a row lock, not by
+a chord callback, so that a part taken over after its worker died still counts).
 """
 
 from __future__ import annotations
@@ -231,6 +233,7 @@ def requeue_stalled(*, now=None) -> list[str]:
         lease_expires__lt=now)
     stalled = VideoPart.objects.filter(
         active, status=VideoPart.Status.RUNNING, lease_expires__gte=now,
+        frames_read__isnull=True,  # else it is finishing the job: no batches to commit
         progressed_at__lt=now - timedelta(seconds=settings.STALL_SECONDS)).exclude(
         lease_owner="")
     requeued: list[str] = []
