@@ -85,8 +85,17 @@ def unknown(ref: str) -> ApiError:
 def find(ref: str | None) -> DetectorModel | None:
     """The registered version a reference names (None: none registered under it)."""
     name, version = parse_ref(ref or settings.DETECTOR_MODEL)
-    if name in MODELS:
+    builtin = name in MODELS
+    if builtin and _registered.get(name) != _stamp(name):
         register_builtin(name)
+    found = _version(name, version)
+    if found is None and builtin and _registered.pop(name, None) is not None:
+        register_builtin(name)  # its row is gone since this process registered it: again
+        found = _version(name, version)
+    return found
+
+
+def _version(name: str, version: int | None) -> DetectorModel | None:
     versions = DetectorModel.objects.filter(name=name)
     if version is None:
         return versions.filter(is_default=True).first() or versions.first()
@@ -162,18 +171,35 @@ def _builtin_facts(name: str, stamp: tuple) -> _Facts:
                   names=tuple(read_names(paths.names)))
 
 
+# What this process last registered of each built-in model: its files' (size, mtime)
+# stamp. While the files keep it, a request need not look for their version again.
+_registered: dict[str, tuple] = {}
+
+
+def _stamp(name: str) -> tuple | None:
+    """(size, mtime) of the built-in model's cfg, weights and names; None if one is
+    missing."""
+    paths = MODELS[name].paths(settings.WEIGHTS_DIR)
+    try:
+        stats = [path.stat() for path in (paths.cfg, paths.weights, paths.names)]
+    except FileNotFoundError:
+        return None
+    return tuple((stat.st_size, stat.st_mtime_ns) for stat in stats)
+
+
 def register_builtin(name: str) -> DetectorModel | None:
     """Register the built-in model's files in WEIGHTS_DIR (once: the same files are the
     same version; others, say a fetch after a change of source, a new one). None if
     they are not fetched here."""
-    paths = MODELS[name].paths(settings.WEIGHTS_DIR)
-    if paths.missing():
+    stamp = _stamp(name)
+    if stamp is None:
+        _registered.pop(name, None)
         return None
-    stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in
-                  (paths.cfg, paths.weights, paths.names))
     facts = _builtin_facts(name, stamp)
-    return _create(name, facts, builtin=True, input_size=None, user=None, notes=(
+    model = _create(name, facts, builtin=True, input_size=None, user=None, notes=(
         "built in: fetched by manage.py fetch_weights into WEIGHTS_DIR"), make_default=None)[0]
+    _registered[name] = stamp
+    return model
 
 
 def register_builtins() -> None:

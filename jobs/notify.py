@@ -10,6 +10,7 @@ short, growing interval.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from functools import cache
 
@@ -48,6 +49,26 @@ def job_finished(job_id) -> None:
             client.publish(_channel(job_id), "1")
 
 
+# Each thread keeps its subscriber connection from one request to the next (closing a
+# PubSub disconnects it: a new TCP connection a request), subscribed to one job at a time.
+_local = threading.local()
+
+
+def _thread_pubsub(client: redis.Redis) -> redis.client.PubSub:
+    pubsub = getattr(_local, "pubsub", None)
+    if pubsub is None:
+        pubsub = _local.pubsub = client.pubsub(ignore_subscribe_messages=True)
+    return pubsub
+
+
+def _drop_thread_pubsub() -> None:
+    pubsub = getattr(_local, "pubsub", None)
+    _local.pubsub = None
+    if pubsub is not None:
+        with contextlib.suppress(redis.RedisError):
+            pubsub.close()
+
+
 class JobWaiter:
     """Waits for one job to finish. Enter it before the job is queued::
 
@@ -63,18 +84,21 @@ class JobWaiter:
     def __enter__(self) -> JobWaiter:
         client = _redis()
         if client is not None:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
+                pubsub = _thread_pubsub(client)
                 pubsub.subscribe(_channel(self.job_id))
                 self._pubsub = pubsub
             except redis.RedisError:
-                pubsub.close()  # Redis is away: polling still works
+                _drop_thread_pubsub()  # Redis is away: polling still works
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._pubsub is not None:
-            self._pubsub.close()
             self._pubsub = None
+            try:
+                _local.pubsub.unsubscribe(_channel(self.job_id))
+            except redis.RedisError:
+                _drop_thread_pubsub()  # a new connection next time
 
     def wait(self, timeout: float) -> bool:
         """Block until the job is finished or ``timeout`` seconds pass; True if finished."""
@@ -101,7 +125,18 @@ class JobWaiter:
                 if _finished(self.job_id):
                     return True
                 recheck = now + RECHECK_SECONDS
-            # None: the wait ran out, or the subscription's confirmation came.
-            if self._pubsub.get_message(timeout=min(remaining, recheck - now)) is not None:
+            # None: the wait ran out, or a (un)subscription's confirmation came. A notice
+            # for another channel is an earlier job's of this thread, published before
+            # its unsubscription took effect: not this one's.
+            message = self._pubsub.get_message(timeout=min(remaining, recheck - now))
+            if message is not None and message.get("channel") in (self._name, self._name_bytes):
                 return True
         return _finished(self.job_id)
+
+    @property
+    def _name(self) -> str:
+        return _channel(self.job_id)
+
+    @property
+    def _name_bytes(self) -> bytes:
+        return _channel(self.job_id).encode()

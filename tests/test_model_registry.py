@@ -289,6 +289,29 @@ def test_fetch_weights_registers_the_builtin_model(tiny_paths):
                                     "7080a42c")
 
 
+def test_a_request_looks_the_builtin_files_up_again_only_when_they_change(
+        tiny_paths, tmp_path, settings, django_assert_num_queries):
+    import os
+    import shutil
+
+    from jobs import catalog
+
+    for path in (tiny_paths.cfg, tiny_paths.weights, tiny_paths.names):
+        shutil.copy(path, tmp_path / path.name)
+    settings.WEIGHTS_DIR = tmp_path
+    first = catalog.resolve(None)  # registers the files
+    with django_assert_num_queries(1):  # the default version; the files are as registered
+        assert catalog.resolve(None) == first
+    weights = tmp_path / tiny_paths.weights.name
+    stamp = weights.stat().st_mtime_ns
+    os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))  # touched: looked up again
+    with django_assert_num_queries(2):
+        assert catalog.resolve(None) == first  # the same files: the same version
+    DetectorModel.objects.filter(name="yolov3-tiny").delete()  # gone meanwhile
+    assert catalog.resolve(None) == first  # registered again
+    assert DetectorModel.objects.filter(name="yolov3-tiny").count() == 1
+
+
 # --- A worker holding several models ----------------------------------------------------
 
 def test_a_worker_keeps_up_to_max_loaded_models_and_lets_the_oldest_idle_one_go(
