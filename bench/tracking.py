@@ -37,23 +37,12 @@ django.setup()
 import cv2  # noqa: E402
 
 from bench.machine import cpuinfo  # noqa: E402
+from bench.video_throughput import pmr_fps  # noqa: E402
 from tests.integration.service import Service  # noqa: E402
 
 VIDEOS = ROOT.parent / "shared" / "testdata" / "videos"
 CLIP = VIDEOS / "intel_one-by-one-person-detection.mp4"
 RESULTS = ROOT / "bench" / "results"
-
-
-def run(service: Service, path: Path, **fields) -> tuple[float, dict]:
-    start = time.perf_counter()
-    response = service.post_video(path, name=path.name, **fields)
-    if response.status_code != 202:
-        raise RuntimeError(response.text)
-    job = service.wait_job(response.headers["Location"], timeout=3600)
-    elapsed = time.perf_counter() - start
-    if job["status"] != "succeeded":
-        raise RuntimeError(job["error"])
-    return job["progress"]["frames_done"] / elapsed, job
 
 
 def tracks_of(service: Service, job: dict) -> list[dict]:
@@ -119,18 +108,18 @@ def main() -> None:
         service.start_worker(concurrency=4)
         service.start_web()
         service.wait_ready()
-        run(service, VIDEOS / "intel_people-detection_from_gif.mp4")  # warm-up
+        pmr_fps(service, VIDEOS / "intel_people-detection_from_gif.mp4")  # warm-up
         for round_number in range(args.rounds):
             order = ["tracking", "no_tracking"][::1 if round_number % 2 == 0 else -1]
             for name in order:
-                fps, job = run(service, CLIP, tracking=str(name == "tracking").lower())
+                fps, job = pmr_fps(service, CLIP, tracking=str(name == "tracking").lower())
                 runs[name].append(fps)
                 if name == "tracking":
                     shares.append(job["timing"]["tracking_ms"] / job["timing"]["total_ms"])
             print(f"round {round_number + 1}/{args.rounds}: "
                   + ", ".join(f"{k} {v[-1]:.2f} fps" for k, v in runs.items()), file=sys.stderr)
         for path in sorted(VIDEOS.glob("*.mp4")):
-            _, job = run(service, path, annotate="true")
+            _, job = pmr_fps(service, path, annotate="true")
             tracks = tracks_of(service, job)
             clips[path.name] = {
                 "frames": job["progress"]["frames_done"],

@@ -92,9 +92,10 @@ def opencv_loop_fps(path: Path) -> float:
     return count / (time.perf_counter() - start)
 
 
-def pmr_fps(service: Service, path: Path) -> tuple[float, dict]:
+def pmr_fps(service: Service, path: Path, **fields) -> tuple[float, dict]:
+    """Frames / seconds from the upload to the job's finish, and the finished job."""
     start = time.perf_counter()
-    response = service.post_video(path, name=path.name)
+    response = service.post_video(path, name=path.name, **fields)
     if response.status_code != 202:
         raise RuntimeError(response.text)
     job = service.wait_job(response.headers["Location"], timeout=3600)

@@ -27,6 +27,7 @@ the parts a video was processed in never break a track.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -207,13 +208,15 @@ def _relink(tracks: list[Track], *, fps: float, config: TrackerConfig) -> list[T
     at most one before and one after."""
     max_gap = config.buffer_ms * fps / 1000
     window = max(2, round(fps))
+    by_start = sorted(range(len(tracks)), key=lambda index: tracks[index][0][0])
+    starts = [tracks[index][0][0] for index in by_start]
     candidates: list[tuple[float, int, int]] = []
     for a, before in enumerate(tracks):
         end = before[-1][0]
-        for b, after in enumerate(tracks):
-            start, first = after[0]
-            if a == b or first.class_id != before[0][1].class_id or \
-                    not 0 < start - end <= max_gap:
+        # Only the tracks that begin after this one ends, within the buffer.
+        for b in by_start[bisect_right(starts, end):bisect_right(starts, end + max_gap)]:
+            start, first = tracks[b][0]
+            if first.class_id != before[0][1].class_id:
                 continue
             overlap = _iou(_heading(before, start, window), first)
             if overlap >= config.match_iou:

@@ -79,6 +79,7 @@ class JobWaiter:
 
     def __init__(self, job_id) -> None:
         self.job_id = job_id
+        self._channel = _channel(job_id)
         self._pubsub: redis.client.PubSub | None = None
 
     def __enter__(self) -> JobWaiter:
@@ -86,17 +87,17 @@ class JobWaiter:
         if client is not None:
             try:
                 pubsub = _thread_pubsub(client)
-                pubsub.subscribe(_channel(self.job_id))
+                pubsub.subscribe(self._channel)
                 self._pubsub = pubsub
             except redis.RedisError:
                 _drop_thread_pubsub()  # Redis is away: polling still works
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._pubsub is not None:
-            self._pubsub = None
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
             try:
-                _local.pubsub.unsubscribe(_channel(self.job_id))
+                pubsub.unsubscribe(self._channel)
             except redis.RedisError:
                 _drop_thread_pubsub()  # a new connection next time
 
@@ -129,14 +130,7 @@ class JobWaiter:
             # for another channel is an earlier job's of this thread, published before
             # its unsubscription took effect: not this one's.
             message = self._pubsub.get_message(timeout=min(remaining, recheck - now))
-            if message is not None and message.get("channel") in (self._name, self._name_bytes):
+            if message is not None and message["channel"] in (self._channel,
+                                                              self._channel.encode()):
                 return True
         return _finished(self.job_id)
-
-    @property
-    def _name(self) -> str:
-        return _channel(self.job_id)
-
-    @property
-    def _name_bytes(self) -> bytes:
-        return _channel(self.job_id).encode()

@@ -116,16 +116,24 @@ def default_gap_ms(job: Job) -> int:
 def label_summary(*, job: Job) -> list[dict]:
     """Per label: boxes, unique objects (tracks; None where the video is not tracked),
     best confidence, first and last timestamp; most frequent first."""
+    tracked = job.kind == Job.Kind.VIDEO and job.video.tracks is not None
+    objects = {"tracked": Count("track_id", distinct=True)} if tracked else {}
     rows = (Detection.objects.filter(job=job).values("label")
             .annotate(count=Count("id"), max_confidence=Max("confidence"),
-                      first_ms=Min("timestamp_ms"), last_ms=Max("timestamp_ms"),
-                      tracked=Count("track_id", distinct=True))
+                      first_ms=Min("timestamp_ms"), last_ms=Max("timestamp_ms"), **objects)
             .order_by("-count", "label"))
-    tracked = job.kind == Job.Kind.VIDEO and job.video.tracks is not None
-    return [{"label": r["label"], "count": r["count"],
-             "objects": r["tracked"] if tracked else None,
+    return [{"label": r["label"], "count": r["count"], "objects": r.get("tracked"),
              "max_confidence": round(r["max_confidence"], 6), "first_ms": r["first_ms"],
              "last_ms": r["last_ms"]} for r in rows]
+
+
+def track_parameters(params: dict) -> tuple[int, float]:
+    """A video job's lost-track buffer (ms) and track activation threshold: its own, else
+    the settings' (TRACK_BUFFER_MS, TRACK_ACTIVATION_THRESHOLD)."""
+    buffer_ms = params.get("track_buffer_ms")
+    activation = params.get("track_activation_threshold")
+    return (settings.TRACK_BUFFER_MS if buffer_ms is None else buffer_ms,
+            settings.TRACK_ACTIVATION_THRESHOLD if activation is None else activation)
 
 
 def job_tracks(*, job: Job) -> QuerySet[Track]:

@@ -3,7 +3,6 @@ their parts as the API gives them."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -12,7 +11,7 @@ from core.errors import ApiError
 from engine import Detection as EngineDetection
 from jobs import catalog
 from jobs.models import Detection, Job, webhook_of
-from jobs.selectors import label_summary
+from jobs.selectors import label_summary, track_parameters
 
 
 class StrictSerializer(serializers.Serializer):
@@ -76,6 +75,12 @@ class BoxSerializer(serializers.Serializer):
     y2 = serializers.FloatField()
 
 
+def box_of(row) -> dict:
+    """A detection record's box as the API gives it (BoxSerializer's shape)."""
+    return {"x1": round(row.x1, 2), "y1": round(row.y1, 2), "x2": round(row.x2, 2),
+            "y2": round(row.y2, 2)}
+
+
 class DetectionOutputSerializer(serializers.Serializer):
     label = serializers.CharField()
     class_id = serializers.IntegerField()
@@ -99,8 +104,7 @@ class DetectionRowSerializer(serializers.Serializer):
 
     @extend_schema_field(BoxSerializer())
     def get_box(self, row) -> dict:
-        return {"x1": round(row.x1, 2), "y1": round(row.y1, 2), "x2": round(row.x2, 2),
-                "y2": round(row.y2, 2)}
+        return box_of(row)
 
 
 class ImageSizeSerializer(serializers.Serializer):
@@ -330,12 +334,9 @@ class JobDetailSerializer(JobSerializer):
         if job.kind != Job.Kind.VIDEO:
             return None
         enabled = bool(job.params.get("tracking"))
-        return {"enabled": enabled, "tracks": job.video.tracks,
-                "buffer_ms": job.params.get("track_buffer_ms", settings.TRACK_BUFFER_MS)
-                if enabled else None,
-                "activation_threshold": job.params.get("track_activation_threshold",
-                                                       settings.TRACK_ACTIVATION_THRESHOLD)
-                if enabled else None}
+        buffer_ms, activation = track_parameters(job.params) if enabled else (None, None)
+        return {"enabled": enabled, "tracks": job.video.tracks, "buffer_ms": buffer_ms,
+                "activation_threshold": activation}
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_annotated_url(self, job: Job) -> str | None:

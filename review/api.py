@@ -187,7 +187,7 @@ def page_data(job: Job, *, can_change: bool) -> dict:
     frames = Detection.objects.filter(job=job).values_list("frame_index", flat=True)
     data["frames"] = sorted(set(frames.order_by().distinct()))
     data["lanes"] = lanes(job)
-    data["tracks"], data["tracks_total"] = track_lanes(job)
+    data["tracks"] = track_lanes(job)
     data["urls"]["track"] = reverse("admin:jobs_job_track_merge", args=[pk, 0]).rsplit(
         "/0/", 1)[0]
     data["urls"]["data"] = reverse("admin:jobs_job_data", args=[pk])
@@ -198,15 +198,14 @@ def page_data(job: Job, *, can_change: bool) -> dict:
 TRACK_LANES = 40
 
 
-def track_lanes(job: Job) -> tuple[list[dict], int]:
-    """The timeline's tracks: the longest TRACK_LANES, by when they start; and how many
-    tracks the video has (0: not tracked)."""
+def track_lanes(job: Job) -> list[dict]:
+    """The timeline's tracks: the longest TRACK_LANES, by when they start."""
     tracks = job_selectors.job_tracks(job=job)
     longest = sorted(tracks.order_by("-duration_ms", "track_id")[:TRACK_LANES],
                      key=lambda t: (t.first_ms, t.track_id))
     return [{"track_id": t.track_id, "label": t.label, "class_id": t.class_id,
              "first_ms": t.first_ms, "last_ms": t.last_ms, "first_frame": t.first_frame,
-             "frames": t.frames} for t in longest], job.video.tracks or 0
+             "frames": t.frames} for t in longest]
 
 
 def lanes(job: Job) -> list[dict]:

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.outbound import RefusedAddress, check_public
-from jobs.serializers import BoxSerializer, DetectParamsSerializer
+from jobs.serializers import BoxSerializer, DetectParamsSerializer, box_of
 
 
 class DetectVideoSerializer(DetectParamsSerializer):
@@ -100,8 +100,6 @@ class TrackDetailSerializer(TrackSerializer):
     def get_boxes(self, track) -> list[dict]:
         """The track's box in every frame it is in, by frame."""
         return [{"frame_index": row.frame_index, "timestamp_ms": row.timestamp_ms,
-                 "confidence": round(row.confidence, 6),
-                 "box": {"x1": round(row.x1, 2), "y1": round(row.y1, 2),
-                         "x2": round(row.x2, 2), "y2": round(row.y2, 2)},
+                 "confidence": round(row.confidence, 6), "box": box_of(row),
                  "review_status": row.review_status}
                 for row in self.context["boxes"]]

@@ -18,7 +18,7 @@ from django.db import transaction
 
 from engine.tracking import TrackBox, TrackerConfig, processed_fps, track
 from jobs.models import Detection, Job, Video
-from jobs.selectors import selection_for
+from jobs.selectors import selection_for, track_parameters
 from jobs.services import tracks_refresh
 
 logger = logging.getLogger(__name__)
@@ -26,12 +26,9 @@ logger = logging.getLogger(__name__)
 
 def tracker_config(params: dict) -> TrackerConfig:
     """The tracker's parameters: the job's, else the settings'."""
-    buffer_ms = params.get("track_buffer_ms")
-    activation = params.get("track_activation_threshold")
+    buffer_ms, activation = track_parameters(params)
     return TrackerConfig(
-        buffer_ms=settings.TRACK_BUFFER_MS if buffer_ms is None else buffer_ms,
-        activation_threshold=(settings.TRACK_ACTIVATION_THRESHOLD if activation is None
-                              else activation),
+        buffer_ms=buffer_ms, activation_threshold=activation,
         high_threshold=settings.TRACK_HIGH_THRESHOLD, match_iou=settings.TRACK_MATCH_IOU,
         nested_overlap=settings.TRACK_NESTED_OVERLAP, min_track_frames=settings.TRACK_MIN_FRAMES)
 

@@ -160,7 +160,6 @@ async function trackChanged(message) {
   state.cachedUntil = -1;
   const fresh = await getJson(data.urls.data);
   data.tracks = fresh.tracks;
-  data.tracks_total = fresh.tracks_total;
   timeline?.setTracks(data.tracks);
   const loaded = await loadFrame(state.frame);
   state.detections = loaded.detections;
@@ -346,55 +345,19 @@ export function bestLabel(names, typed) {
     || names.find((n) => n.toLowerCase().includes(wanted)) || null;
 }
 
-function askLabel(title, initial) {
+// The popover form: a value typed and checked as it is typed (``pick``: the value a text
+// names, or null; ``describe``: what the form says of it); Enter takes it, Escape cancels.
+function ask(title, initial, { pick, describe, names = true }) {
   const form = $("#pmr-label-form");
   const input = $("#pmr-label-input");
   const match = $("#pmr-label-match");
   $("#pmr-label-title").textContent = title;
   input.value = initial || "";
+  if (!names) input.removeAttribute("list");
   form.hidden = false;
   input.focus();
   input.select();
-  const show = () => { match.textContent = bestLabel(data.names, input.value) ? `→ ${bestLabel(data.names, input.value)}` : "no such class"; };
-  show();
-  return new Promise((resolve) => {
-    const done = (value) => {
-      form.hidden = true;
-      form.removeEventListener("submit", submit);
-      input.removeEventListener("input", show);
-      input.removeEventListener("keydown", escape);
-      viewer.focus();
-      resolve(value);
-    };
-    const submit = (event) => {
-      event.preventDefault();
-      const label = bestLabel(data.names, input.value);
-      if (label) done(label);
-      else match.textContent = "no such class";
-    };
-    const escape = (event) => { if (event.key === "Escape") { event.preventDefault(); done(null); } };
-    form.addEventListener("submit", submit);
-    input.addEventListener("input", show);
-    input.addEventListener("keydown", escape);
-  });
-}
-
-// A track id, typed into the label form (digits; Escape cancels).
-function askTrack(title, current) {
-  const form = $("#pmr-label-form");
-  const input = $("#pmr-label-input");
-  const match = $("#pmr-label-match");
-  $("#pmr-label-title").textContent = title;
-  input.value = "";
-  input.removeAttribute("list");
-  form.hidden = false;
-  input.focus();
-  const known = (id) => (data.tracks || []).find((t) => t.track_id === id);
-  const show = () => {
-    const id = Number(input.value);
-    match.textContent = Number.isInteger(id) && id > 0 && id !== current
-      ? (known(id) ? `→ #${id} ${known(id).label}` : `→ #${id}`) : "a track number";
-  };
+  const show = () => { match.textContent = describe(input.value, pick(input.value)); };
   show();
   return new Promise((resolve) => {
     const done = (value) => {
@@ -408,13 +371,34 @@ function askTrack(title, current) {
     };
     const submit = (event) => {
       event.preventDefault();
-      const id = Number(input.value);
-      if (Number.isInteger(id) && id > 0 && id !== current) done(id);
+      const value = pick(input.value);
+      if (value !== null) done(value);
+      else show();
     };
     const escape = (event) => { if (event.key === "Escape") { event.preventDefault(); done(null); } };
     form.addEventListener("submit", submit);
     input.addEventListener("input", show);
     input.addEventListener("keydown", escape);
+  });
+}
+
+function askLabel(title, initial) {
+  return ask(title, initial, {
+    pick: (text) => bestLabel(data.names, text),
+    describe: (_, label) => (label ? `→ ${label}` : "no such class"),
+  });
+}
+
+// A track id other than ``current`` (digits).
+function askTrack(title, current) {
+  const known = (id) => (data.tracks || []).find((t) => t.track_id === id);
+  return ask(title, "", {
+    names: false,
+    pick: (text) => {
+      const id = Number(text);
+      return Number.isInteger(id) && id > 0 && id !== current ? id : null;
+    },
+    describe: (_, id) => (id === null ? "a track number" : (known(id) ? `→ #${id} ${known(id).label}` : `→ #${id}`)),
   });
 }
 
